@@ -1,0 +1,205 @@
+"""The run configuration: one frozen dataclass, built from defaults < preset < command line.
+
+Presets are TOML files whose top-level keys are :class:`RunConfig` fields; a table named
+after an algorithm holds that algorithm's options (``[fpl] temperature = 0.02``) and a
+``[clients_per_domain]`` table overrides the benchmark's allocation. On the command line the
+same keys are set with ``--set key=value`` (``--set fpl.temperature=0.05``). Unknown keys
+are errors with a "did you mean"; presets apply only when asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from protofl.errors import ConfigError
+from protofl.registry import unknown_name_message
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run. Defaults run FPL on the embedded benchmark."""
+
+    algorithm: str = "fpl"
+    benchmark: str = "embedded"
+    domains: tuple[str, ...] = ()  # empty: all of the benchmark's domains
+    data_dir: str | None = None  # else $PROTOFL_DATA_DIR
+    download: bool = False  # fetch MNIST/USPS/SVHN into the cache when missing
+    cache_dir: str | None = None  # else $PROTOFL_CACHE_DIR or ~/.cache/protofl
+    model: str = "auto"  # auto: the benchmark's default model
+    rounds: int = 10
+    local_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    seed: int = 0
+    dataset_seed: int = 0  # only for generated data (the embedded benchmark)
+    clients_per_domain: dict[str, int] = field(default_factory=dict)  # overrides the benchmark
+    client_fraction: float | None = None  # None: the benchmark's share per client
+    augment: bool = True
+    eval_batch_size: int = 1024
+    device: str = "auto"  # auto: cuda if available, else cpu
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    out: str | None = None  # output directory; None: runs/<algorithm>-<benchmark>-<time>
+    algorithm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive = ("rounds", "local_epochs", "batch_size", "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0; got {self.lr}.")
+        if self.momentum < 0 or self.weight_decay < 0 or self.threads < 0:
+            raise ConfigError("momentum, weight_decay and threads must be >= 0.")
+        if self.client_fraction is not None and not 0 < self.client_fraction <= 1:
+            raise ConfigError(f"client_fraction must lie in (0, 1]; got {self.client_fraction}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+PRESET_DIR = "presets"
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with protofl."""
+    folder = resources.files("protofl").joinpath(PRESET_DIR)
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name_or_path: str) -> dict[str, Any]:
+    """A shipped preset by name, or a TOML file by path, as a nested dict."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"preset file {str(path)!r} does not exist.")
+        text = path.read_text()
+    else:
+        if name_or_path not in list_presets():
+            raise ConfigError(unknown_name_message("preset", name_or_path, list_presets()))
+        resource = resources.files("protofl").joinpath(PRESET_DIR, f"{name_or_path}.toml")
+        text = resource.read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"preset {name_or_path!r} is not valid TOML: {err}") from err
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, Any]:
+    """``["rounds=5", "fpl.temperature=0.1"]`` -> ``{"rounds": 5, "fpl": {"temperature": 0.1}}``.
+
+    Values are read as TOML literals (numbers, booleans, quoted strings, arrays); anything
+    that does not parse is taken as a plain string.
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value; got {item!r}.")
+        value = _parse_value(raw.strip())
+        target = result
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return result
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; nested tables merge key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+                merged[key] = merge(merged[key], value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def build_config(values: Mapping[str, Any], algorithm_names: Sequence[str]) -> RunConfig:
+    """Validate a nested dict of settings and build the :class:`RunConfig`."""
+    kwargs: dict[str, Any] = {}
+    options: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key in algorithm_names:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: expected a table of {key}'s options; got {value!r}.")
+            options[key] = dict(value)
+        elif key in FIELDS and key != "algorithm_options":
+            kwargs[key] = _coerce(key, value)
+        else:
+            known = [*(f for f in FIELDS if f != "algorithm_options"), *algorithm_names]
+            raise ConfigError(unknown_name_message("setting", key, known))
+    explicit = kwargs.pop("algorithm_options", {})
+    return RunConfig(**kwargs, algorithm_options=merge(explicit, options))
+
+
+def _coerce(key: str, value: Any) -> Any:
+    """Check ``value`` against the field's annotation, converting where it is lossless."""
+    hint = typing.get_type_hints(RunConfig)[key]
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        converted = _convert(value, kind)
+        if converted is not _NO:
+            return converted
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{key}: expected {names}; got {value!r} ({type(value).__name__}).")
+
+
+_NO = object()
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    origin = typing.get_origin(kind)
+    if kind is bool:
+        return value if isinstance(value, bool) else _NO
+    if kind is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok else _NO
+    if kind is str:
+        return value if isinstance(value, str) else _NO
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items):
+            return tuple(i.strip() for i in items if i.strip())
+        return _NO
+    if origin is dict:
+        _, value_kind = typing.get_args(kind)
+        if not isinstance(value, Mapping):
+            return _NO
+        converted = {str(k): _convert(v, value_kind) for k, v in value.items()}
+        return _NO if any(v is _NO for v in converted.values()) else converted
+    return _NO
+
+
+def dumps(config: RunConfig, extra: Mapping[str, Any] | None = None) -> str:
+    """The resolved configuration as JSON (what ``config.json`` holds)."""
+    return json.dumps({**config.to_dict(), **(extra or {})}, indent=2, sort_keys=True)

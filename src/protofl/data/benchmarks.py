@@ -1,0 +1,111 @@
+"""Benchmarks: named sets of domains with the paper's client allocation, and their loading.
+
+* ``digits`` -- MNIST, USPS, SVHN, SYN; 20 clients with 1% of their domain's train split
+  each. The allocation is the reference code's seeded draw (MNIST 6, USPS 4, SVHN 3,
+  SYN 7): the paper prints 3/7/6/4, the same numbers in another order, but the released
+  code, whose logs the first author quoted for the paper's Digits numbers (RethinkFL
+  issue #1), hard-codes 6/4/3/7 since commit 37f6df9. Override with ``clients_per_domain``.
+* ``office-caltech`` -- Caltech 3, Amazon 2, Webcam 1, DSLR 4 clients with 20% each, every
+  client holding all 10 classes; the reference's 80/20 split of each domain.
+* ``embedded`` -- the offline default built by protofl (:mod:`protofl.data.embedded`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from protofl.data.domain import Domain
+from protofl.registry import Registry
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Where a loader may look for data, and whether it may download."""
+
+    data_dir: str | None = None
+    download: bool = False
+    cache_dir: str | None = None
+    dataset_seed: int = 0
+
+
+DomainLoader = Callable[[str, LoadOptions], Domain]
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str
+    domains: tuple[str, ...]
+    clients_per_domain: Mapping[str, int]
+    client_fraction: float
+    ensure_all_classes: bool
+    default_model: str
+    loader: DomainLoader
+    summary: str
+    num_classes: int = 10
+    image_size: int = 32
+
+
+def _digits_loader(name: str, options: LoadOptions) -> Domain:
+    from protofl.data.sources import load_digits_domain
+
+    cache = Path(options.cache_dir) if options.cache_dir else None
+    return load_digits_domain(name, options.data_dir, download=options.download, cache_dir=cache)
+
+
+def _office_loader(name: str, options: LoadOptions) -> Domain:
+    from protofl.data.sources import load_office_domain
+
+    return load_office_domain(name, options.data_dir)
+
+
+def _embedded_loader(name: str, options: LoadOptions) -> Domain:
+    from protofl.data.embedded import build_embedded_domain
+
+    return build_embedded_domain(name, seed=options.dataset_seed)
+
+
+def _embedded_spec() -> BenchmarkSpec:
+    from protofl.data.embedded import EMBEDDED_DOMAINS
+
+    return BenchmarkSpec(
+        name="embedded",
+        domains=EMBEDDED_DOMAINS,
+        clients_per_domain={domain: 2 for domain in EMBEDDED_DOMAINS},
+        client_fraction=0.25,
+        ensure_all_classes=False,
+        default_model="cnn",
+        loader=_embedded_loader,
+        summary="offline multi-domain digits built by protofl (no download)",
+    )
+
+
+BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
+BENCHMARKS.add("embedded", _embedded_spec())
+BENCHMARKS.add(
+    "digits",
+    BenchmarkSpec(
+        name="digits",
+        domains=("mnist", "usps", "svhn", "syn"),
+        clients_per_domain={"mnist": 6, "usps": 4, "svhn": 3, "syn": 7},
+        client_fraction=0.01,
+        ensure_all_classes=False,
+        default_model="resnet10",
+        loader=_digits_loader,
+        summary="MNIST, USPS, SVHN, SYN at 32x32; 20 clients with 1% each",
+    ),
+)
+BENCHMARKS.add(
+    "office-caltech",
+    BenchmarkSpec(
+        name="office-caltech",
+        domains=("caltech", "amazon", "webcam", "dslr"),
+        clients_per_domain={"caltech": 3, "amazon": 2, "webcam": 1, "dslr": 4},
+        client_fraction=0.2,
+        ensure_all_classes=True,
+        default_model="resnet10",
+        loader=_office_loader,
+        summary="Office-Caltech-10 at 32x32; 10 clients with 20% each, all classes each",
+    ),
+)

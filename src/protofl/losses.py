@@ -1,0 +1,70 @@
+"""Loss terms as pure functions: tensors in, a scalar tensor out.
+
+The FPL terms follow Huang et al., "Rethinking Federated Learning with Domain Shift: A
+Prototype View", CVPR 2023: cluster prototypes contrastive learning (CPCL, Eq. 8) and
+unbiased prototypes consistent regularization (UPCR, Eq. 10). Both are vectorised over the
+batch (the reference loops over samples in Python); tests compare them with a plain loop.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+
+def cluster_contrastive_loss(
+    features: torch.Tensor,  # [B, D]
+    labels: torch.Tensor,  # [B] int64
+    prototypes: torch.Tensor,  # [P, D]
+    prototype_labels: torch.Tensor,  # [P] int64
+    temperature: float,
+) -> torch.Tensor:
+    """Multi-positive InfoNCE over cosine similarity to cluster prototypes (FPL Eq. 8).
+
+    For a sample of class k with cluster prototypes P_k (positives) among all prototypes A:
+    ``-log( sum_{p in P_k} exp(s_p) / sum_{a in A} exp(s_a) )`` with ``s = cos(z, c) / tau``.
+    Computed as a difference of two ``logsumexp`` so that small temperatures cannot overflow
+    (the reference's raw ``exp`` turns NaN for tau below about 0.011 in fp32).
+
+    Samples whose class has no prototype contribute 0 but still count in the batch size,
+    as in the reference: the result is the sum over samples divided by B. An all-zero
+    feature has no direction; as with the reference's ``cosine_similarity`` its gradient is
+    then ill-defined (pooled post-ReLU features of a real backbone are never exactly zero).
+    """
+    batch = features.shape[0]
+    similarity = F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T  # [B, P]
+    logits = similarity / temperature
+    positive = labels[:, None] == prototype_labels[None, :]  # [B, P]
+    has_positive = positive.any(dim=1)  # [B]
+    # Rows without positives would give logsumexp(-inf) = -inf and NaN gradients; give them
+    # all prototypes as "positives" (loss 0) and mask them out below.
+    positive = positive | ~has_positive[:, None]
+    positive_logits = logits.masked_fill(~positive, float("-inf"))
+    per_sample = torch.logsumexp(logits, dim=1) - torch.logsumexp(positive_logits, dim=1)
+    per_sample = torch.where(has_positive, per_sample, torch.zeros_like(per_sample))
+    return per_sample.sum() / batch
+
+
+def unbiased_consistency_loss(
+    features: torch.Tensor,  # [B, D]
+    labels: torch.Tensor,  # [B] int64
+    unbiased: torch.Tensor,  # [C, D]
+    has_prototype: torch.Tensor,  # [C] bool
+    reduction: Literal["mean", "sum"] = "mean",
+) -> torch.Tensor:
+    """Squared distance of each feature to its class's unbiased prototype (FPL Eq. 10).
+
+    ``reduction`` is over the D feature dimensions: ``"mean"`` (default) is what the
+    reference code computes (``nn.MSELoss``) and what its published numbers used; ``"sum"``
+    is the paper's Eq. 10 as written, D times larger. Over the batch, as for CPCL, samples
+    whose class has no prototype contribute 0 and the sum is divided by B.
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum'; got {reduction!r}.")
+    batch = features.shape[0]
+    squared = (features - unbiased[labels]).pow(2)  # [B, D]
+    per_sample = squared.mean(dim=1) if reduction == "mean" else squared.sum(dim=1)
+    mask = has_prototype[labels]  # [B]
+    return torch.where(mask, per_sample, torch.zeros_like(per_sample)).sum() / batch

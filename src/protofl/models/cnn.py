@@ -1,0 +1,40 @@
+"""A small, fast CNN for the embedded benchmark and tests (about 0.1 M parameters)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv_bn(in_channels: int, out_channels: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False),
+        nn.BatchNorm2d(out_channels),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SmallCNN(nn.Module):
+    """Three conv-BN-ReLU stages (32/64/128 channels), pooled 128-d features, linear head."""
+
+    feature_dim = 128
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3) -> None:
+        super().__init__()
+        self.stage1 = _conv_bn(in_channels, 32)
+        self.stage2 = _conv_bn(32, 64)
+        self.stage3 = _conv_bn(64, 128)
+        self.classifier = nn.Linear(128, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.max_pool2d(self.stage1(x), 2)  # 16x16 for 32x32 input
+        out = F.max_pool2d(self.stage2(out), 2)  # 8x8
+        out = self.stage3(out)
+        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)  # [B, 128]
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.classifier(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))

@@ -1,0 +1,105 @@
+"""Console output for the CLI: the resolved config, progress bars, the results table."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from protofl.api import RunResult
+from protofl.config import RunConfig, list_presets
+from protofl.sim.simulator import RoundRecord
+
+
+class ProgressObserver:
+    """Two bars (rounds, clients in the round) and a line per finished round."""
+
+    def __init__(self, console: Console, clients: int) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.clients = clients
+        self.rounds_task = self.progress.add_task("rounds", total=None)
+        self.clients_task = self.progress.add_task("clients", total=clients)
+
+    def __enter__(self) -> ProgressObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.progress.stop()
+
+    def round_started(self, round_index: int, rounds: int) -> None:
+        self.progress.update(self.rounds_task, total=rounds, completed=round_index - 1)
+        self.progress.update(
+            self.clients_task, completed=0, description=f"round {round_index} clients"
+        )
+
+    def client_finished(self, round_index: int, client_id: str) -> None:
+        self.progress.advance(self.clients_task)
+
+    def round_finished(self, record: RoundRecord) -> None:
+        self.progress.update(self.rounds_task, completed=record.round)
+        domains = "  ".join(f"{d} {a:.1%}" for d, a in record.per_domain_accuracy.items())
+        loss = record.train.get("loss", float("nan"))
+        self.progress.console.print(
+            f"round {record.round:>3}  mean {record.mean_accuracy:6.1%}  |  {domains}  |  "
+            f"loss {loss:.3f}  ({record.train_seconds:.1f}s + {record.eval_seconds:.1f}s eval)",
+            highlight=False,
+        )
+
+
+def print_config(console: Console, config: RunConfig) -> None:
+    shown = {k: v for k, v in config.to_dict().items() if v not in (None, {}, ())}
+    console.print(
+        "[bold]protofl run[/] " + "  ".join(f"{k}={v}" for k, v in shown.items()), highlight=False
+    )
+
+
+def print_results(console: Console, result: RunResult) -> None:
+    summary = result.summary
+    tail = summary["last_5_rounds"]["per_domain_accuracy"]
+    table = Table(title=f"accuracy after round {summary['rounds']}")
+    table.add_column("domain")
+    table.add_column("final", justify="right")
+    table.add_column("last 5 rounds", justify="right")
+    for domain, accuracy in summary["per_domain_accuracy"].items():
+        table.add_row(domain, f"{accuracy:.2%}", f"{tail[domain]:.2%}")
+    table.add_row(
+        "[bold]mean[/]",
+        f"[bold]{summary['mean_accuracy']:.2%}[/]",
+        f"[bold]{summary['last_5_rounds']['mean_accuracy']:.2%}[/]",
+    )
+    console.print(table)
+    if result.out_dir is not None:
+        console.print(f"results: {result.out_dir}/ (config.json, metrics.jsonl, summary.json)")
+
+
+def print_listing(console: Console) -> None:
+    from protofl.algorithms import ALGORITHMS
+    from protofl.data.benchmarks import BENCHMARKS
+    from protofl.models import MODELS
+
+    table = Table(title="protofl")
+    table.add_column("kind")
+    table.add_column("name")
+    table.add_column("what")
+    for name in ALGORITHMS:
+        table.add_row("algorithm", name, ALGORITHMS.get(name).summary)
+    for name in BENCHMARKS:
+        spec = BENCHMARKS.get(name)
+        table.add_row("benchmark", name, f"{spec.summary}; domains {', '.join(spec.domains)}")
+    for name in MODELS:
+        table.add_row("model", name, "")
+    for name in list_presets():
+        table.add_row("preset", name, "")
+    console.print(table)

@@ -1,0 +1,70 @@
+"""What a run leaves on disk: config.json, metrics.jsonl (a line per round), summary.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from protofl.errors import ConfigError
+from protofl.sim.simulator import RoundRecord
+
+LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
+
+
+def prepare_out_dir(path: Path, overwrite: bool = False) -> Path:
+    """Create ``path``; refuse one that already holds results unless ``overwrite``."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"output path {str(path)!r} exists and is not a directory.")
+    if (path / "metrics.jsonl").exists() and not overwrite:
+        raise ConfigError(
+            f"{str(path)!r} already holds the results of a run. Choose another --out, or pass "
+            "--overwrite to replace them."
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.jsonl").unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically: a temporary file in the same directory, then a rename."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, path)
+
+
+def append_round(path: Path, record: RoundRecord) -> None:
+    """Append one round to ``metrics.jsonl`` and flush it to disk."""
+    with (path / "metrics.jsonl").open("a") as handle:
+        handle.write(json.dumps(dataclasses.asdict(record), sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, Any]:
+    """Final-round accuracies plus the paper's last-5-rounds mean, the best round, timing."""
+    final = history[-1]
+    tail = history[-LAST_ROUNDS:]
+    domains = list(final.per_domain_accuracy)
+    best = max(history, key=lambda record: record.mean_accuracy)
+    return {
+        "rounds": final.round,
+        "per_domain_accuracy": final.per_domain_accuracy,
+        "mean_accuracy": final.mean_accuracy,
+        f"last_{LAST_ROUNDS}_rounds": {
+            "per_domain_accuracy": {
+                d: sum(r.per_domain_accuracy[d] for r in tail) / len(tail) for d in domains
+            },
+            "mean_accuracy": sum(r.mean_accuracy for r in tail) / len(tail),
+        },
+        "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
+        "timing": {
+            "wall_seconds": wall_seconds,
+            "train_seconds": sum(r.train_seconds for r in history),
+            "eval_seconds": sum(r.eval_seconds for r in history),
+            "seconds_per_round": wall_seconds / len(history),
+        },
+    }

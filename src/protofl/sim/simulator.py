@@ -1,0 +1,166 @@
+"""The one round loop: broadcast, local training on every client, aggregation, evaluation.
+
+Clients run one after another in this process on a single worker model, so memory grows
+with the number of clients only by their index tensors, their client-only state and one
+update each per round. Server and clients exchange only payload dataclasses.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from torch import nn
+
+from protofl.algorithms.base import Algorithm
+from protofl.engine.data import ClientData, Federation
+from protofl.engine.evaluate import evaluate, mean_accuracy
+from protofl.engine.local import LocalSettings, train_locally
+from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.seeding import derive_seed, seeded_torch, torch_generator
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round produced; one line of ``metrics.jsonl``."""
+
+    round: int
+    per_domain_accuracy: dict[str, float]
+    mean_accuracy: float
+    train: dict[str, float]  # sample-weighted means of the clients' loss terms
+    clients: dict[str, dict[str, float]]
+    num_prototypes: int
+    train_seconds: float
+    eval_seconds: float
+
+
+class Observer(Protocol):
+    """Progress callbacks; the CLI draws bars from them, the library only logs."""
+
+    def round_started(self, round_index: int, rounds: int) -> None: ...
+
+    def client_finished(self, round_index: int, client_id: str) -> None: ...
+
+    def round_finished(self, record: RoundRecord) -> None: ...
+
+
+@dataclass
+class Simulation:
+    """A running federation: the algorithm, the data, the global state and client states."""
+
+    algorithm: Algorithm
+    model: nn.Module  # the global model, on the run's device
+    federation: Federation
+    local: LocalSettings
+    state: GlobalState
+    seed: int = 0
+    eval_batch_size: int = 1024
+    client_states: dict[str, StateDict] = field(default_factory=dict)
+    history: list[RoundRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._worker = copy.deepcopy(self.model)
+        self._device = next(self.model.parameters()).device
+
+    @classmethod
+    def start(
+        cls,
+        algorithm: Algorithm,
+        model: nn.Module,
+        federation: Federation,
+        local: LocalSettings,
+        seed: int = 0,
+        eval_batch_size: int = 1024,
+    ) -> Simulation:
+        """A simulation at round 0, its global state taken from ``model``'s weights."""
+        state = algorithm.init_state(_copy_state(model))
+        return cls(algorithm, model, federation, local, state, seed, eval_batch_size)
+
+    def run(
+        self,
+        rounds: int,
+        observer: Observer | None = None,
+        after_round: Callable[[Simulation], None] | None = None,
+    ) -> list[RoundRecord]:
+        """Run until ``rounds`` rounds are completed in total (resumed runs continue)."""
+        while self.state.round < rounds:
+            record = self.step(rounds, observer)
+            if observer is not None:
+                observer.round_finished(record)
+            if after_round is not None:
+                after_round(self)
+        return self.history
+
+    def step(self, rounds: int, observer: Observer | None = None) -> RoundRecord:
+        """Run one round: every client trains, the server aggregates, the model is tested."""
+        message = self.algorithm.message(self.state)
+        if observer is not None:
+            observer.round_started(message.round, rounds)
+        started = time.perf_counter()
+        updates = []
+        for index, client in enumerate(self.federation.clients):
+            updates.append(self._train_client(index, client, message))
+            if observer is not None:
+                observer.client_finished(message.round, client.client_id)
+        self.state = self.algorithm.aggregate(self.state, updates)
+        trained = time.perf_counter()
+        self.model.load_state_dict(self.state.weights)
+        per_domain = evaluate(self.model, self.federation.test_sets, self.eval_batch_size)
+        record = RoundRecord(
+            round=self.state.round,
+            per_domain_accuracy=per_domain,
+            mean_accuracy=mean_accuracy(per_domain),
+            train=_weighted_metrics(updates),
+            clients={u.client_id: u.metrics for u in updates},
+            num_prototypes=len(self.state.prototypes) if self.state.prototypes else 0,
+            train_seconds=trained - started,
+            eval_seconds=time.perf_counter() - trained,
+        )
+        self.history.append(record)
+        logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
+        return record
+
+    def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
+        seed = derive_seed(self.seed, "client", index, "round", message.round)
+        worker = self._worker
+        worker.load_state_dict(message.weights)
+        client_state = self.client_states.get(client.client_id, {})
+        hooks = self.algorithm.start_client(message, worker, client_state)
+        with seeded_torch(seed, self._device):
+            outcome = train_locally(
+                worker,
+                client,
+                hooks,
+                self.local,
+                torch_generator(seed, self._device),
+                where=f"round {message.round}, client {client.client_id}",
+            )
+        result = hooks.finish(worker, outcome.prototypes)
+        if result.state:
+            self.client_states[client.client_id] = result.state
+        return ClientUpdate(
+            client_id=client.client_id,
+            num_samples=len(client),
+            weights=_copy_state(worker),
+            prototypes=result.prototypes,
+            metrics=outcome.metrics,
+            tensors=result.tensors,
+        )
+
+
+def _copy_state(model: nn.Module) -> StateDict:
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+
+
+def _weighted_metrics(updates: list[ClientUpdate]) -> dict[str, float]:
+    total = sum(u.num_samples for u in updates)
+    keys = sorted({key for u in updates for key in u.metrics})
+    return {
+        key: sum(u.metrics.get(key, 0.0) * u.num_samples for u in updates) / total for key in keys
+    }

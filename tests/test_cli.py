@@ -1,0 +1,94 @@
+"""End to end through the command line: a short run, its files, listing and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from protofl.cli import main
+
+
+@pytest.mark.slow
+def test_run_writes_config_metrics_and_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--rounds", "2", "--local-epochs", "1", "--out", str(out), "--quiet"]
+    args += ["--set", "clients_per_domain.handwritten=1", "--set", "client_fraction=0.1"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "handwritten" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["algorithm"] == "fpl" and config["rounds"] == 2
+    assert config["resolved"]["clients_per_domain"]["handwritten"] == 1
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["round"] for r in records] == [1, 2]
+    for record in records:
+        accuracies = record["per_domain_accuracy"]
+        assert set(accuracies) == set(config["resolved"]["domains"])
+        assert all(0.0 <= a <= 1.0 for a in accuracies.values())
+        mean = sum(accuracies.values()) / len(accuracies)
+        assert record["mean_accuracy"] == pytest.approx(mean)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["per_domain_accuracy"] == records[-1]["per_domain_accuracy"]
+    assert summary["timing"]["wall_seconds"] > 0
+    # the same --out again is refused rather than overwritten
+    assert main(args) == 2
+    assert "already holds the results" in capsys.readouterr().err
+
+
+def test_list_shows_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    printed = capsys.readouterr().out
+    for name in ("fpl", "fedavg", "embedded", "digits", "office-caltech", "resnet10", "cnn"):
+        assert name in printed
+    assert "paper-office" in printed
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--algorithm", "fpll"], "Did you mean 'fpl'"),
+        (["--benchmark", "ofice-caltech"], "Did you mean 'office-caltech'"),
+        (["--domains", "mnist,usbs", "--benchmark", "digits"], "Did you mean 'usps'"),
+        (["--set", "fpl.temprature=0.1"], "Did you mean 'temperature'"),
+        (["--set", "lr=-1"], "lr must be > 0"),
+        (["--preset", "nope"], "unknown preset 'nope'"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["run", "--out", str(tmp_path / "x"), "--quiet", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_dir_says_how_to_get_data(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(
+        [
+            "run",
+            "--benchmark",
+            "office-caltech",
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--out",
+            str(tmp_path / "x"),
+            "--quiet",
+        ]
+    )
+    assert code == 2
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "protofl", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.startswith("protofl ")

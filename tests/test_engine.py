@@ -1,0 +1,158 @@
+"""The local loop and the round loop: prototypes, hooks, determinism, FPL round 1 = FedAvg."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from protofl import RunConfig, train_federated
+from protofl.algorithms.base import ClientResult, LocalStep, NoHooks
+from protofl.data.transforms import PassThrough
+from protofl.engine.data import ClientData, TensorSet
+from protofl.engine.local import LocalSettings, train_locally
+from protofl.errors import TrainingError
+from protofl.payloads import Prototypes
+from tiny_data import TinyNet, tiny_clients
+
+
+class IdentityFeatures(nn.Module):
+    """features(x) = x, so local prototypes must equal the class means of the inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(3, 2)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.classifier(z)
+
+
+class Collecting(NoHooks):
+    collect_prototypes = True
+
+
+def flat_client(count: int = 10) -> ClientData:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(count, 3, generator=generator)
+    labels = torch.tensor([0, 1] * (count // 2))
+    return ClientData("c", "d", TensorSet(inputs, labels), torch.arange(count), PassThrough())
+
+
+def test_prototypes_are_class_means_over_the_last_epoch_only() -> None:
+    client = flat_client()
+    settings = LocalSettings(epochs=3, batch_size=4)
+    outcome = train_locally(
+        IdentityFeatures(), client, Collecting(), settings, torch.Generator().manual_seed(1)
+    )
+    assert outcome.steps == 9  # 3 epochs x ceil(10 / 4), the last batch kept
+    assert outcome.prototypes is not None
+    inputs, labels = client.source.inputs, client.source.labels
+    for cls in (0, 1):
+        row = outcome.prototypes.labels.tolist().index(cls)
+        torch.testing.assert_close(outcome.prototypes.vectors[row], inputs[labels == cls].mean(0))
+        assert outcome.prototypes.support[row].item() == 5  # not 15: only the last epoch
+
+
+def test_hook_terms_are_added_to_the_loss_and_reported() -> None:
+    class Penalty(NoHooks):
+        def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
+            return {"penalty": step.features.pow(2).mean() * 0 + 3.0}
+
+    outcome = train_locally(
+        IdentityFeatures(), flat_client(), Penalty(), LocalSettings(), torch.Generator()
+    )
+    assert outcome.metrics["penalty"] == pytest.approx(3.0)
+    assert outcome.metrics["loss"] == pytest.approx(outcome.metrics["ce"] + 3.0, rel=1e-5)
+    assert outcome.prototypes is None
+
+
+def test_nan_loss_stops_with_the_term_named() -> None:
+    class Broken(NoHooks):
+        def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
+            return {"upcr": step.features.sum() * float("nan")}
+
+    with pytest.raises(TrainingError, match=r"round 4, client c.*upcr"):
+        train_locally(
+            IdentityFeatures(),
+            flat_client(),
+            Broken(),
+            LocalSettings(),
+            torch.Generator(),
+            where="round 4, client c",
+        )
+
+
+def run_tiny(algorithm: str, seed: int = 0, rounds: int = 2) -> object:
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    config = RunConfig(
+        algorithm=algorithm, rounds=rounds, local_epochs=1, batch_size=16, seed=seed, lr=0.05
+    )
+    return train_federated(clients, tests, TinyNet(), config)
+
+
+def test_same_seed_same_results_other_seed_different() -> None:
+    first, again, other = run_tiny("fpl"), run_tiny("fpl"), run_tiny("fpl", seed=1)
+    assert [r.train for r in first.history] == [r.train for r in again.history]  # type: ignore[attr-defined]
+    for key, value in first.state.weights.items():  # type: ignore[attr-defined]
+        assert torch.equal(value, again.state.weights[key])  # type: ignore[attr-defined]
+    assert first.history[-1].train != other.history[-1].train  # type: ignore[attr-defined]
+
+
+def test_fpl_round_one_is_fedavg() -> None:
+    fpl, fedavg = run_tiny("fpl", rounds=1), run_tiny("fedavg", rounds=1)
+    for key, value in fpl.state.weights.items():  # type: ignore[attr-defined]
+        assert torch.equal(value, fedavg.state.weights[key])  # type: ignore[attr-defined]
+    assert fpl.history[0].train["cpcl"] == 0.0  # type: ignore[attr-defined]
+
+
+def test_fpl_sends_cluster_prototypes_and_uses_them() -> None:
+    result = run_tiny("fpl", rounds=2)
+    state = result.state  # type: ignore[attr-defined]
+    assert isinstance(state.prototypes, Prototypes)
+    assert set(state.prototypes.labels.tolist()) == {0, 1, 2, 3}
+    assert result.history[1].train["cpcl"] > 0  # type: ignore[attr-defined]
+    assert result.history[1].train["upcr"] > 0  # type: ignore[attr-defined]
+
+
+def test_client_state_round_trip() -> None:
+    """An algorithm's client-only state comes back to the same client next round."""
+    from protofl.algorithms.base import average_weights, broadcast, initial_state
+    from protofl.data.user import federation_from_arrays
+    from protofl.payloads import GlobalState
+    from protofl.sim.simulator import Simulation
+
+    seen: list[dict[str, torch.Tensor]] = []
+
+    class Counting(NoHooks):
+        def __init__(self, state: dict[str, torch.Tensor]) -> None:
+            seen.append(state)
+            self.count = state.get("count", torch.zeros((), dtype=torch.int64))
+
+        def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
+            return ClientResult(state={"count": self.count + 1})
+
+    class CountingAlgorithm:
+        name = "counting"
+
+        def init_state(self, weights):  # type: ignore[no-untyped-def]
+            return initial_state(weights)
+
+        def message(self, state):  # type: ignore[no-untyped-def]
+            return broadcast(state)
+
+        def start_client(self, message, model, client_state):  # type: ignore[no-untyped-def]
+            return Counting(client_state)
+
+        def aggregate(self, state, updates):  # type: ignore[no-untyped-def]
+            return GlobalState(state.round + 1, average_weights(updates))
+
+    clients, tests = tiny_clients()
+    federation = federation_from_arrays(clients, tests)
+    simulation = Simulation.start(CountingAlgorithm(), TinyNet(), federation, LocalSettings())
+    simulation.run(3)
+    assert {int(s["count"]) for s in simulation.client_states.values()} == {3}
+    assert [int(s.get("count", -1)) for s in seen[-4:]] == [2, 2, 2, 2]
