@@ -13,6 +13,7 @@ from protofl.engine.data import ClientData, TensorSet
 from protofl.engine.local import LocalSettings, train_locally
 from protofl.errors import TrainingError
 from protofl.payloads import Prototypes
+
 from tiny_data import TinyNet, tiny_clients
 
 

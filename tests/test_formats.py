@@ -15,18 +15,6 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from format_writers import (
-    color_of,
-    idx_bytes,
-    libsvm_text,
-    write_class_folders,
-    write_idx,
-    write_npz,
-    write_solid_image,
-    write_svhn_mat,
-    write_usps_bz2,
-    write_usps_h5,
-)
 from protofl.data.formats import (
     parse_idx,
     read_idx,
@@ -44,6 +32,19 @@ from protofl.data.image_folders import (
     split_office,
 )
 from protofl.errors import DataError, DataNotFoundError
+
+from format_writers import (
+    color_of,
+    idx_bytes,
+    libsvm_text,
+    write_class_folders,
+    write_idx,
+    write_npz,
+    write_solid_image,
+    write_svhn_mat,
+    write_usps_bz2,
+    write_usps_h5,
+)
 
 needs_h5py = pytest.mark.skipif(
     importlib.util.find_spec("h5py") is None, reason="h5py not installed (pip install protofl[h5])"

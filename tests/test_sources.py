@@ -13,6 +13,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from protofl.data import download, sources
+from protofl.data.download import RESOURCES, Resource, download_domain, fetch
+from protofl.data.sources import (
+    default_cache_dir,
+    load_digits_domain,
+    load_office_domain,
+    resolve_data_dir,
+)
+from protofl.errors import ConfigError, DataError, DataNotFoundError, LabelError
+
 from format_writers import (
     color_of,
     mnist_arrays,
@@ -24,15 +34,6 @@ from format_writers import (
     write_usps_bz2,
     write_usps_h5,
 )
-from protofl.data import download, sources
-from protofl.data.download import RESOURCES, Resource, download_domain, fetch
-from protofl.data.sources import (
-    default_cache_dir,
-    load_digits_domain,
-    load_office_domain,
-    resolve_data_dir,
-)
-from protofl.errors import ConfigError, DataError, DataNotFoundError, LabelError
 
 REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data"
 CALLER_DATA_DIR = os.environ.get(sources.DATA_DIR_ENV)  # read before the fixture clears it

@@ -82,7 +82,9 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         spec.num_classes,
         spec.ensure_all_classes,
     )
-    federation = build_federation(loaded, plans, spec.num_classes, spec.image_size, config.augment)
+    federation = build_federation(
+        loaded, plans, spec.num_classes, spec.image_size, config.augment, spec.flip
+    )
     resolved = {
         "domains": list(domains),
         "clients_per_domain": allocation,

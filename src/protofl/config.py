@@ -41,7 +41,7 @@ class RunConfig:
     cache_dir: str | None = None  # else $PROTOFL_CACHE_DIR or ~/.cache/protofl
     model: str = "auto"  # auto: the benchmark's default model
     rounds: int = 10
-    local_epochs: int = 2
+    local_epochs: int = 5
     batch_size: int = 64
     lr: float = 0.01
     momentum: float = 0.9

@@ -24,9 +24,10 @@ def build_federation(
     num_classes: int,
     image_size: int = 32,
     augment: bool = True,
+    flip: bool = True,
 ) -> Federation:
     """Clients (in plan order) and test sets (in domain order) as shared uint8 tensors."""
-    pipeline = ImagePipeline(augment=augment)
+    pipeline = ImagePipeline(augment=augment, flip=flip)
     clients: list[ClientData] = []
     tests: list[TestSet] = []
     for domain in domains:
