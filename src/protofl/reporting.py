@@ -55,14 +55,14 @@ class ProgressObserver:
             f"round {record.round:>3}  mean {record.mean_accuracy:6.1%}  |  {domains}  |  "
             f"loss {loss:.3f}  ({record.train_seconds:.1f}s + {record.eval_seconds:.1f}s eval)",
             highlight=False,
+            soft_wrap=True,
         )
 
 
 def print_config(console: Console, config: RunConfig) -> None:
     shown = {k: v for k, v in config.to_dict().items() if v not in (None, {}, ())}
-    console.print(
-        "[bold]protofl run[/] " + "  ".join(f"{k}={v}" for k, v in shown.items()), highlight=False
-    )
+    settings = "  ".join(f"{k}={v}" for k, v in shown.items())
+    console.print(f"[bold]protofl run[/] {settings}", highlight=False, soft_wrap=True)
 
 
 def print_results(console: Console, result: RunResult) -> None:
