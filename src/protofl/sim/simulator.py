@@ -17,11 +17,11 @@ from typing import Protocol
 from torch import nn
 
 from protofl.algorithms.base import Algorithm
+from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate, mean_accuracy
-from protofl.engine.local import LocalSettings, train_locally
+from protofl.engine.local import LocalSettings
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
-from protofl.seeding import derive_seed, seeded_torch, torch_generator
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Simulation:
         eval_batch_size: int = 1024,
     ) -> Simulation:
         """A simulation at round 0, its global state taken from ``model``'s weights."""
-        state = algorithm.init_state(_copy_state(model))
+        state = algorithm.init_state(copy_state(model))
         return cls(algorithm, model, federation, local, state, seed, eval_batch_size)
 
     def run(
@@ -127,35 +127,13 @@ class Simulation:
         return record
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
-        seed = derive_seed(self.seed, "client", index, "round", message.round)
-        worker = self._worker
-        worker.load_state_dict(message.weights)
-        client_state = self.client_states.get(client.client_id, {})
-        hooks = self.algorithm.start_client(message, worker, client_state)
-        with seeded_torch(seed, self._device):
-            outcome = train_locally(
-                worker,
-                client,
-                hooks,
-                self.local,
-                torch_generator(seed, self._device),
-                where=f"round {message.round}, client {client.client_id}",
-            )
-        result = hooks.finish(worker, outcome.prototypes)
-        if result.state:
-            self.client_states[client.client_id] = result.state
-        return ClientUpdate(
-            client_id=client.client_id,
-            num_samples=len(client),
-            weights=_copy_state(worker),
-            prototypes=result.prototypes,
-            metrics=outcome.metrics,
-            tensors=result.tensors,
+        state = self.client_states.get(client.client_id, {})
+        update, new_state = run_client_round(
+            self.algorithm, self._worker, client, index, message, state, self.local, self.seed
         )
-
-
-def _copy_state(model: nn.Module) -> StateDict:
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+        if new_state:
+            self.client_states[client.client_id] = new_state
+        return update
 
 
 def _weighted_metrics(updates: list[ClientUpdate]) -> dict[str, float]:

@@ -1,0 +1,59 @@
+"""One client's round, from the server's message to its update: shared by the simulator and
+the Flower client app, so both run exactly the same code and draw the same random numbers."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from protofl.algorithms.base import Algorithm
+from protofl.engine.data import ClientData
+from protofl.engine.local import LocalSettings, train_locally
+from protofl.payloads import ClientUpdate, ServerMessage, StateDict
+from protofl.seeding import derive_seed, seeded_torch, torch_generator
+
+
+def client_seed(seed: int, client_index: int, round_index: int) -> int:
+    """The seed of client ``client_index``'s randomness (shuffling, augmentation) in a round."""
+    return derive_seed(seed, "client", client_index, "round", round_index)
+
+
+def run_client_round(
+    algorithm: Algorithm,
+    worker: nn.Module,
+    client: ClientData,
+    client_index: int,
+    message: ServerMessage,
+    client_state: StateDict,
+    local: LocalSettings,
+    seed: int,
+) -> tuple[ClientUpdate, StateDict]:
+    """Load the message's weights into ``worker``, train locally, return the update and the
+    client's new private state (the old one when the algorithm keeps none)."""
+    device = next(worker.parameters()).device
+    worker.load_state_dict(message.weights)
+    hooks = algorithm.start_client(message, worker, client_state)
+    round_seed = client_seed(seed, client_index, message.round)
+    with seeded_torch(round_seed, device):
+        outcome = train_locally(
+            worker,
+            client,
+            hooks,
+            local,
+            torch_generator(round_seed, device),
+            where=f"round {message.round}, client {client.client_id}",
+        )
+    result = hooks.finish(worker, outcome.prototypes)
+    update = ClientUpdate(
+        client_id=client.client_id,
+        num_samples=len(client),
+        weights=copy_state(worker),
+        prototypes=result.prototypes,
+        metrics=outcome.metrics,
+        tensors=result.tensors,
+    )
+    return update, result.state or client_state
+
+
+def copy_state(model: nn.Module) -> StateDict:
+    """A detached copy of every parameter and buffer."""
+    return {key: value.detach().clone() for key, value in model.state_dict().items()}
