@@ -24,7 +24,13 @@ def tiny_run(algorithm: str) -> list[dict[str, object]]:
     clients, tests = tiny_clients()
     torch.manual_seed(0)
     config = RunConfig(
-        algorithm=algorithm, rounds=3, local_epochs=2, batch_size=16, lr=0.05, seed=3
+        algorithm=algorithm,
+        rounds=3,
+        local_epochs=2,
+        batch_size=16,
+        lr=0.05,
+        seed=3,
+        precision="fp32",  # the reference path; bf16 depends on the CPU's instructions
     )
     result = train_federated(clients, tests, TinyNet(), config)
     return [

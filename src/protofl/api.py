@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -20,13 +21,23 @@ from torch import nn
 
 from protofl import results
 from protofl.algorithms import ALGORITHMS, AlgorithmContext, build_algorithm
-from protofl.config import RunConfig, dumps
+from protofl.checkpoint import load_checkpoint, save_checkpoint
+from protofl.config import (
+    RunConfig,
+    as_settings,
+    build_config,
+    config_from_dict,
+    differences,
+    dumps,
+    merge,
+)
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation
 from protofl.data.partition import check_allocation, draw_clients
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.data import Federation
 from protofl.engine.local import LocalSettings
+from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.payloads import GlobalState
@@ -124,13 +135,15 @@ def _simulation(
     local = LocalSettings(
         config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
     )
+    precision = resolve_precision(config.precision, device)
     simulation = Simulation.start(
-        algorithm, model, federation, local, config.seed, config.eval_batch_size
+        algorithm, model, federation, local, config.seed, config.eval_batch_size, precision
     )
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {
         **resolved,
         "device": str(device),
+        "precision": precision.name,
         "feature_dim": feature_dim,
         "algorithm_config": _as_dict(config_class),
     }
@@ -150,25 +163,63 @@ def execute(
     observer: Observer | None = None,
     write: bool = True,
     overwrite: bool = False,
+    resumed_dir: Path | None = None,
 ) -> RunResult:
-    """Run ``simulation`` to ``config.rounds``, writing results when ``write`` is set."""
-    out_dir = None
-    if write:
+    """Run ``simulation`` to ``config.rounds``, writing results and a checkpoint after every
+    round when ``write`` is set (into ``resumed_dir`` when continuing a run)."""
+    out_dir = resumed_dir
+    if resumed_dir is not None:
+        results.rewrite_rounds(resumed_dir, simulation.history)
+    elif write:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         default = Path("runs") / f"{config.algorithm}-{config.benchmark}-{stamp}"
         out_dir = results.prepare_out_dir(Path(config.out) if config.out else default, overwrite)
         (out_dir / "config.json").write_text(dumps(config, {"resolved": resolved}) + "\n")
-    started = time.perf_counter()
+    started_round, started = simulation.state.round, time.perf_counter()
 
     def after_round(sim: Simulation) -> None:
         if out_dir is not None:
             results.append_round(out_dir, sim.history[-1])
+            save_checkpoint(out_dir, sim)
 
     history = simulation.run(config.rounds, observer, after_round)
     summary = results.summarise(history, time.perf_counter() - started)
+    summary["resumed_from_round"] = started_round if resumed_dir is not None else None
     if out_dir is not None:
         results.write_json(out_dir / "summary.json", summary)
     return RunResult(history, summary, simulation.model, simulation.state, out_dir, resolved)
+
+
+def resume(
+    out_dir: str | Path,
+    observer: Observer | None = None,
+    changes: Mapping[str, Any] | None = None,
+) -> RunResult:
+    """Continue the run saved in ``out_dir`` from its last checkpoint.
+
+    ``changes`` (settings given again on the command line) must agree with the saved
+    configuration; a resumed run with other settings would not be the same experiment.
+    """
+    folder = Path(out_dir)
+    saved_path = folder / "config.json"
+    if not saved_path.is_file():
+        raise ConfigError(f"{str(folder)!r} holds no config.json; it is not a protofl run folder.")
+    saved = config_from_dict(json.loads(saved_path.read_text()))
+    if changes:
+        wanted = build_config(merge(as_settings(saved), changes), ALGORITHMS.names())
+        changed = [key for key in differences(saved, wanted) if key != "out"]
+        if changed:
+            listing = ", ".join(
+                f"{k} (saved {getattr(saved, k)!r}, given {getattr(wanted, k)!r})" for k in changed
+            )
+            raise ConfigError(
+                f"cannot resume {str(folder)!r} with other settings: {listing}. Resume without "
+                "them, or start a new run in another --out."
+            )
+    simulation, resolved = prepare(saved)
+    load_checkpoint(folder, simulation)
+    logger.info("resuming %s after round %d", folder, simulation.state.round)
+    return execute(simulation, saved, resolved, observer, resumed_dir=folder)
 
 
 def run(

@@ -7,13 +7,14 @@ import contextlib
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
 from protofl import __version__
 from protofl.algorithms import ALGORITHMS
-from protofl.api import execute, prepare
+from protofl.api import RunResult, execute, prepare, resume
 from protofl.config import RunConfig, build_config, load_preset, merge, parse_assignments
 from protofl.errors import ProtoflError
 from protofl.reporting import ProgressObserver, print_config, print_listing, print_results
@@ -59,14 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)",
     )
     run.add_argument("--overwrite", action="store_true", help="replace results in --out")
+    run.add_argument(
+        "--resume", metavar="DIR", help="continue the run saved in DIR from its last checkpoint"
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
     run.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """defaults < preset < --set < explicit flags."""
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Only what the command line sets, layered preset < --set < explicit flags."""
     preset = load_preset(args.preset) if args.preset else {}
     flags: dict[str, Any] = {
         key: getattr(args, attr)
@@ -75,8 +79,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     }
     if args.download:
         flags["download"] = True
-    layered = merge(preset, parse_assignments(args.set), flags)
-    return build_config(layered, ALGORITHMS.names())
+    return merge(preset, parse_assignments(args.set), flags)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """defaults < preset < --set < explicit flags."""
+    return build_config(settings_from_args(args), ALGORITHMS.names())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,22 +98,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        config = config_from_args(args)
-        print_config(console, config)
-        simulation, resolved = prepare(config)
-        observer = (
-            None if args.quiet else ProgressObserver(console, len(simulation.federation.clients))
-        )
-        with observer or contextlib.nullcontext():
-            result = execute(simulation, config, resolved, observer, overwrite=args.overwrite)
+        if args.resume:
+            result = _resume(args, console)
+        else:
+            config = config_from_args(args)
+            print_config(console, config)
+            simulation, resolved = prepare(config)
+            observer = _observer(args, console, len(simulation.federation.clients))
+            with observer or contextlib.nullcontext():
+                result = execute(simulation, config, resolved, observer, overwrite=args.overwrite)
     except ProtoflError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]; rounds finished so far are in metrics.jsonl.")
+        console.print(
+            "[yellow]interrupted[/]: the rounds finished so far are saved; continue with "
+            "protofl run --resume <out dir>."
+        )
         return 130
     print_results(Console(), result)
     return 0
+
+
+def _observer(args: argparse.Namespace, console: Console, clients: int) -> ProgressObserver | None:
+    return None if args.quiet else ProgressObserver(console, clients)
+
+
+def _resume(args: argparse.Namespace, console: Console) -> RunResult:
+    changes = settings_from_args(args)
+    folder = Path(args.resume)
+    console.print(f"[bold]protofl run --resume[/] {folder}", highlight=False)
+    observer = None if args.quiet else ProgressObserver(console, None)
+    with observer or contextlib.nullcontext():
+        return resume(folder, observer, changes)
 
 
 if __name__ == "__main__":

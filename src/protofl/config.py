@@ -53,6 +53,7 @@ class RunConfig:
     augment: bool = True
     eval_batch_size: int = 1024
     device: str = "auto"  # auto: cuda if available, else cpu
+    precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     out: str | None = None  # output directory; None: runs/<algorithm>-<benchmark>-<time>
     algorithm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -177,6 +178,8 @@ _NO = object()
 
 def _convert(value: Any, kind: Any) -> Any:
     origin = typing.get_origin(kind)
+    if kind is Any:
+        return value
     if kind is bool:
         return value if isinstance(value, bool) else _NO
     if kind is int:
@@ -198,6 +201,27 @@ def _convert(value: Any, kind: Any) -> Any:
         converted = {str(k): _convert(v, value_kind) for k, v in value.items()}
         return _NO if any(v is _NO for v in converted.values()) else converted
     return _NO
+
+
+def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
+    """Rebuild a :class:`RunConfig` from its ``to_dict()`` form (e.g. a saved config.json);
+    keys that are not fields (such as ``resolved``) are ignored."""
+    kwargs = {key: _coerce(key, value) for key, value in values.items() if key in FIELDS}
+    return RunConfig(**kwargs)
+
+
+def as_settings(config: RunConfig) -> dict[str, Any]:
+    """The layered-settings form of ``config`` (algorithm options as per-algorithm tables),
+    which :func:`merge` and :func:`build_config` take."""
+    values = config.to_dict()
+    options = values.pop("algorithm_options")
+    return {**values, **options}
+
+
+def differences(old: RunConfig, new: RunConfig) -> list[str]:
+    """Names of the fields whose values differ."""
+    before, after = old.to_dict(), new.to_dict()
+    return [key for key in before if before[key] != after[key]]
 
 
 def dumps(config: RunConfig, extra: Mapping[str, Any] | None = None) -> str:

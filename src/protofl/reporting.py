@@ -16,7 +16,7 @@ from protofl.sim.simulator import RoundRecord
 class ProgressObserver:
     """Two bars (rounds, clients in the round) and a line per finished round."""
 
-    def __init__(self, console: Console, clients: int) -> None:
+    def __init__(self, console: Console, clients: int | None) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),

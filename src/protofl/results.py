@@ -44,6 +44,14 @@ def append_round(path: Path, record: RoundRecord) -> None:
         os.fsync(handle.fileno())
 
 
+def rewrite_rounds(path: Path, history: Sequence[RoundRecord]) -> None:
+    """Replace ``metrics.jsonl`` with ``history`` (on resume: drop rounds after the checkpoint)."""
+    lines = "".join(json.dumps(dataclasses.asdict(r), sort_keys=True) + "\n" for r in history)
+    temporary = path / "metrics.jsonl.tmp"
+    temporary.write_text(lines)
+    os.replace(temporary, path / "metrics.jsonl")
+
+
 def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, Any]:
     """Final-round accuracies plus the paper's last-5-rounds mean, the best round, timing."""
     final = history[-1]

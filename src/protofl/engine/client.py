@@ -3,11 +3,13 @@ the Flower client app, so both run exactly the same code and draw the same rando
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from protofl.algorithms.base import Algorithm
 from protofl.engine.data import ClientData
 from protofl.engine.local import LocalSettings, train_locally
+from protofl.engine.precision import FP32, Precision
 from protofl.payloads import ClientUpdate, ServerMessage, StateDict
 from protofl.seeding import derive_seed, seeded_torch, torch_generator
 
@@ -26,6 +28,7 @@ def run_client_round(
     client_state: StateDict,
     local: LocalSettings,
     seed: int,
+    precision: Precision = FP32,
 ) -> tuple[ClientUpdate, StateDict]:
     """Load the message's weights into ``worker``, train locally, return the update and the
     client's new private state (the old one when the algorithm keeps none)."""
@@ -41,6 +44,7 @@ def run_client_round(
             local,
             torch_generator(round_seed, device),
             where=f"round {message.round}, client {client.client_id}",
+            precision=precision,
         )
     result = hooks.finish(worker, outcome.prototypes)
     update = ClientUpdate(
@@ -55,5 +59,13 @@ def run_client_round(
 
 
 def copy_state(model: nn.Module) -> StateDict:
-    """A detached copy of every parameter and buffer."""
-    return {key: value.detach().clone() for key, value in model.state_dict().items()}
+    """A detached, contiguous copy of every parameter and buffer.
+
+    Contiguous whatever the model's memory format (channels-last on the bf16 path), so
+    payloads look the same on every path; ``load_state_dict`` copies values into the
+    receiving model's own layout.
+    """
+    return {
+        key: value.detach().clone(memory_format=torch.contiguous_format)
+        for key, value in model.state_dict().items()
+    }

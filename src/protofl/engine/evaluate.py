@@ -8,18 +8,22 @@ import torch
 from torch import nn
 
 from protofl.engine.data import TestSet
+from protofl.engine.precision import FP32, Precision
 
 
-def evaluate(model: nn.Module, test_sets: Sequence[TestSet], batch_size: int) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, test_sets: Sequence[TestSet], batch_size: int, precision: Precision = FP32
+) -> dict[str, float]:
     """Top-1 accuracy (a fraction in [0, 1]) per domain, in inference mode."""
     was_training = model.training
     model.eval()
     accuracies = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), precision.autocast():
         for test_set in test_sets:
             correct = torch.zeros((), dtype=torch.int64, device=test_set.data.labels.device)
             for start in range(0, len(test_set.data), batch_size):
-                inputs = test_set.transform.eval(test_set.data.inputs[start : start + batch_size])
+                batch = test_set.data.inputs[start : start + batch_size]
+                inputs = precision.prepare_input(test_set.transform.eval(batch))
                 labels = test_set.data.labels[start : start + batch_size]
                 logits = model.head(model.features(inputs))  # type: ignore[operator]
                 correct += (logits.argmax(dim=1) == labels).sum()

@@ -11,6 +11,7 @@ from torch import nn
 
 from protofl.algorithms.base import ClientRound, LocalStep
 from protofl.engine.data import ClientData
+from protofl.engine.precision import FP32, Precision
 from protofl.errors import ConfigError, TrainingError
 from protofl.payloads import Prototypes
 from protofl.prototypes import PrototypeAccumulator
@@ -54,13 +55,16 @@ def train_locally(
     settings: LocalSettings,
     generator: torch.Generator,
     where: str = "",
+    precision: Precision = FP32,
 ) -> LocalOutcome:
     """Train ``model`` in place on ``data`` for ``settings.epochs`` epochs.
 
     A fresh SGD optimiser every call (the paper re-creates it each round). Loss =
     ``hooks.ce_weight * CE + sum(hooks.loss_terms(step))``. When ``hooks.collect_prototypes``
     is set, class-mean features are accumulated over the last epoch. Loss sums stay on the
-    device and are checked once per epoch, so there is no host sync per step.
+    device and are checked once per epoch, so there is no host sync per step. Under a bf16
+    ``precision`` only the forward pass is autocast; features and logits are cast back to
+    fp32 before any loss term or prototype sees them.
     """
     model.train()
     optimizer = torch.optim.SGD(
@@ -78,9 +82,12 @@ def train_locally(
         order = data.indices[torch.randperm(len(data), generator=generator, device=device)]
         for batch_indices in order.split(settings.batch_size):
             inputs = data.transform.train(data.source.inputs[batch_indices], generator)
+            inputs = precision.prepare_input(inputs)
             labels = data.source.labels[batch_indices]
-            features = model.features(inputs)  # type: ignore[operator]
-            logits = model.head(features)  # type: ignore[operator]
+            with precision.autocast():
+                features = model.features(inputs)  # type: ignore[operator]
+                logits = model.head(features)  # type: ignore[operator]
+            features, logits = features.float(), logits.float()
             step = LocalStep(model, inputs, labels, features, logits)
             terms = {"ce": F.cross_entropy(logits, labels)}
             terms.update(hooks.loss_terms(step))

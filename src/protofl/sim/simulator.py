@@ -21,6 +21,7 @@ from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate, mean_accuracy
 from protofl.engine.local import LocalSettings
+from protofl.engine.precision import FP32, Precision
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 
 logger = logging.getLogger(__name__)
@@ -61,10 +62,12 @@ class Simulation:
     state: GlobalState
     seed: int = 0
     eval_batch_size: int = 1024
+    precision: Precision = FP32
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
         self._device = next(self.model.parameters()).device
 
@@ -77,10 +80,11 @@ class Simulation:
         local: LocalSettings,
         seed: int = 0,
         eval_batch_size: int = 1024,
+        precision: Precision = FP32,
     ) -> Simulation:
         """A simulation at round 0, its global state taken from ``model``'s weights."""
         state = algorithm.init_state(copy_state(model))
-        return cls(algorithm, model, federation, local, state, seed, eval_batch_size)
+        return cls(algorithm, model, federation, local, state, seed, eval_batch_size, precision)
 
     def run(
         self,
@@ -111,7 +115,9 @@ class Simulation:
         self.state = self.algorithm.aggregate(self.state, updates)
         trained = time.perf_counter()
         self.model.load_state_dict(self.state.weights)
-        per_domain = evaluate(self.model, self.federation.test_sets, self.eval_batch_size)
+        per_domain = evaluate(
+            self.model, self.federation.test_sets, self.eval_batch_size, self.precision
+        )
         record = RoundRecord(
             round=self.state.round,
             per_domain_accuracy=per_domain,
@@ -129,7 +135,15 @@ class Simulation:
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
         update, new_state = run_client_round(
-            self.algorithm, self._worker, client, index, message, state, self.local, self.seed
+            self.algorithm,
+            self._worker,
+            client,
+            index,
+            message,
+            state,
+            self.local,
+            self.seed,
+            self.precision,
         )
         if new_state:
             self.client_states[client.client_id] = new_state

@@ -1,0 +1,120 @@
+"""Checkpoints: everything a run needs to continue exactly where it stopped.
+
+One file, ``checkpoint.pt``, rewritten atomically after every round (a temporary file, then
+a rename), holding the global state (weights, broadcast prototypes, server-only tensors),
+every client's private state, torch's global RNG state and the per-round history. The
+random streams of later rounds are derived from the seed, the client and the round
+(:mod:`protofl.seeding`), so a resumed run ends with exactly the results of an
+uninterrupted one. Loading uses ``torch.load(weights_only=True)``: tensors and plain
+containers only, so a checkpoint cannot execute code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protofl.errors import DataError
+from protofl.payloads import GlobalState, Prototypes, StateDict
+from protofl.sim.simulator import RoundRecord, Simulation
+
+CHECKPOINT = "checkpoint.pt"
+FORMAT = 1
+
+
+def save_checkpoint(out_dir: Path, simulation: Simulation) -> Path:
+    """Write ``out_dir/checkpoint.pt`` atomically; the previous one survives a crash."""
+    state = simulation.state
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "round": state.round,
+        "weights": state.weights,
+        "tensors": state.tensors,
+        "prototypes": _prototypes_dict(state.prototypes),
+        "client_states": simulation.client_states,
+        "torch_rng": torch.get_rng_state(),
+        "history": json.dumps([dataclasses.asdict(r) for r in simulation.history]),
+    }
+    path = out_dir / CHECKPOINT
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    with temporary.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    return path
+
+
+def load_checkpoint(out_dir: Path, simulation: Simulation) -> int:
+    """Restore ``simulation`` from ``out_dir/checkpoint.pt``; return the round it reached."""
+    path = out_dir / CHECKPOINT
+    if not path.is_file():
+        raise DataError(
+            f"{path}: no checkpoint here, so there is nothing to resume. A run writes one after "
+            "its first complete round."
+        )
+    payload = _read(path)
+    device = next(simulation.model.parameters()).device
+    weights = _tensors(payload, "weights", path, device)
+    expected = simulation.model.state_dict()
+    if weights.keys() != expected.keys():
+        raise DataError(f"{path}: the saved weights do not fit this run's model.")
+    simulation.state = GlobalState(
+        round=int(payload["round"]),
+        weights=weights,
+        prototypes=_prototypes(payload.get("prototypes") or {}, device),
+        tensors=_tensors(payload, "tensors", path, device),
+    )
+    simulation.client_states = {
+        str(cid): {k: v.to(device) for k, v in state.items()}
+        for cid, state in dict(payload["client_states"]).items()
+    }
+    simulation.history = [RoundRecord(**r) for r in json.loads(payload["history"])]
+    simulation.model.load_state_dict(weights)
+    torch.set_rng_state(payload["torch_rng"])
+    return simulation.state.round
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DataError(
+            f"{path}: cannot read the checkpoint ({type(err).__name__}: {err}). It is either "
+            "truncated or not a protofl checkpoint; checkpoints load tensors only and never "
+            "run code."
+        ) from err
+    required = ("format", "round", "weights", "tensors", "client_states", "torch_rng", "history")
+    if not isinstance(payload, dict) or any(key not in payload for key in required):
+        raise DataError(f"{path}: not a protofl checkpoint (missing entries).")
+    if payload["format"] != FORMAT:
+        raise DataError(f"{path}: checkpoint format {payload['format']}, expected {FORMAT}.")
+    return payload
+
+
+def _tensors(payload: dict[str, Any], key: str, path: Path, device: torch.device) -> StateDict:
+    value = payload[key]
+    if not isinstance(value, dict) or not all(isinstance(t, torch.Tensor) for t in value.values()):
+        raise DataError(f"{path}: entry {key!r} is not a dict of tensors.")
+    return {str(k): t.to(device) for k, t in value.items()}
+
+
+def _prototypes_dict(prototypes: Prototypes | None) -> dict[str, torch.Tensor]:
+    if prototypes is None:
+        return {}
+    return {
+        "vectors": prototypes.vectors,
+        "labels": prototypes.labels,
+        "support": prototypes.support,
+    }
+
+
+def _prototypes(saved: dict[str, torch.Tensor], device: torch.device) -> Prototypes | None:
+    if not saved:
+        return None
+    return Prototypes(saved["vectors"], saved["labels"], saved["support"]).to(device)
