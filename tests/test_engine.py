@@ -157,3 +157,29 @@ def test_client_state_round_trip() -> None:
     simulation.run(3)
     assert {int(s["count"]) for s in simulation.client_states.values()} == {3}
     assert [int(s.get("count", -1)) for s in seen[-4:]] == [2, 2, 2, 2]
+
+
+def test_a_trailing_single_sample_joins_the_previous_batch() -> None:
+    """65 samples at batch 64 would leave a batch of one, which BatchNorm cannot train on."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(65, 3, 4, 4, generator=generator)
+    labels = torch.arange(65) % 4
+    client = ClientData("c", "d", TensorSet(inputs, labels), torch.arange(65), PassThrough())
+    outcome = train_locally(
+        TinyNet(), client, Collecting(), LocalSettings(epochs=2), torch.Generator()
+    )
+    assert outcome.steps == 2  # one batch of 65 per epoch, no sample dropped
+    assert outcome.prototypes is not None
+    assert int(outcome.prototypes.support.sum()) == 65
+
+
+def test_a_one_sample_client_with_batch_norm_is_explained() -> None:
+    client = ClientData(
+        "tiny",
+        "d",
+        TensorSet(torch.randn(1, 3, 4, 4), torch.tensor([0])),
+        torch.arange(1),
+        PassThrough(),
+    )
+    with pytest.raises(TrainingError, match=r"client tiny holds 1 sample.*BatchNorm"):
+        train_locally(TinyNet(), client, NoHooks(), LocalSettings(), torch.Generator())

@@ -66,6 +66,7 @@ def train_locally(
     ``precision`` only the forward pass is autocast; features and logits are cast back to
     fp32 before any loss term or prototype sees them.
     """
+    _check_trainable(model, data, where)
     model.train()
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -80,7 +81,7 @@ def train_locally(
     for epoch in range(settings.epochs):
         last_epoch = epoch == settings.epochs - 1
         order = data.indices[torch.randperm(len(data), generator=generator, device=device)]
-        for batch_indices in order.split(settings.batch_size):
+        for batch_indices in _batches(order, settings.batch_size):
             inputs = data.transform.train(data.source.inputs[batch_indices], generator)
             inputs = precision.prepare_input(inputs)
             labels = data.source.labels[batch_indices]
@@ -109,6 +110,29 @@ def train_locally(
     metrics = {key: float(value) / max(steps, 1) for key, value in sums.items()}
     prototypes = accumulator.prototypes() if accumulator is not None else None
     return LocalOutcome(metrics, prototypes, steps)
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split into batches; a last batch of one sample joins the one before it.
+
+    A batch of one breaks BatchNorm in training mode ("Expected more than 1 value per
+    channel"), and dropping the sample would silently lose data.
+    """
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+def _check_trainable(model: nn.Module, data: ClientData, where: str) -> None:
+    has_batch_norm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if len(data) < 2 and has_batch_norm:
+        raise TrainingError(
+            f"{where or 'local training'}: client {data.client_id} holds {len(data)} sample(s), "
+            "but a model with BatchNorm needs at least 2 per batch. Give every client at least "
+            "2 samples (raise client_fraction or lower the client count) or use a model "
+            "without BatchNorm."
+        )
 
 
 def _accumulate(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor]) -> None:

@@ -22,7 +22,9 @@ from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate, mean_accuracy
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision
+from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.screening import screen_updates
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,7 @@ class RoundRecord:
     num_prototypes: int
     train_seconds: float
     eval_seconds: float
+    rejected: dict[str, str] = field(default_factory=dict)  # client id -> why
 
 
 class Observer(Protocol):
@@ -70,6 +73,11 @@ class Simulation:
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
         self._device = next(self.model.parameters()).device
+        first = self.federation.clients[0]
+        example = self.precision.prepare_input(
+            first.transform.eval(first.source.inputs[first.indices[:2]])
+        )
+        self._feature_dim = check_feature_model(self.model, example, self.federation.num_classes)
 
     @classmethod
     def start(
@@ -112,6 +120,13 @@ class Simulation:
             updates.append(self._train_client(index, client, message))
             if observer is not None:
                 observer.client_finished(message.round, client.client_id)
+        updates, rejected = screen_updates(
+            updates,
+            self.state.weights,
+            self.federation.num_classes,
+            self._feature_dim,
+            message.round,
+        )
         self.state = self.algorithm.aggregate(self.state, updates)
         trained = time.perf_counter()
         self.model.load_state_dict(self.state.weights)
@@ -127,6 +142,7 @@ class Simulation:
             num_prototypes=len(self.state.prototypes) if self.state.prototypes else 0,
             train_seconds=trained - started,
             eval_seconds=time.perf_counter() - trained,
+            rejected=rejected,
         )
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)

@@ -1,0 +1,70 @@
+"""The server's check of what clients send, before anything is aggregated.
+
+A client whose weights do not match the global model or contain NaN/inf is left out of the
+round; a client whose prototypes are malformed (wrong shape or dtype, NaN, unknown class)
+keeps its weights in the average but its prototypes are dropped. Both are logged and
+reported in the round's record; the round goes on without them. Used by the simulator and
+the Flower strategy alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+
+import torch
+
+from protofl.errors import PayloadError, TrainingError
+from protofl.payloads import ClientUpdate, StateDict
+
+logger = logging.getLogger(__name__)
+
+
+def weight_problem(weights: StateDict, reference: StateDict) -> str | None:
+    """Why ``weights`` cannot be averaged with the global model's, or None if they can."""
+    if weights.keys() != reference.keys():
+        missing = sorted(reference.keys() - weights.keys())[:3]
+        extra = sorted(weights.keys() - reference.keys())[:3]
+        return f"weights do not match the model (missing {missing}, unexpected {extra})"
+    for key, value in weights.items():
+        expected = reference[key]
+        if value.shape != expected.shape or value.dtype != expected.dtype:
+            return (
+                f"weights[{key!r}] is {value.dtype} {tuple(value.shape)}, expected "
+                f"{expected.dtype} {tuple(expected.shape)}"
+            )
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"weights[{key!r}] contains NaN or inf"
+    return None
+
+
+def screen_updates(
+    updates: Sequence[ClientUpdate],
+    reference: StateDict,
+    num_classes: int,
+    feature_dim: int,
+    round_index: int,
+) -> tuple[list[ClientUpdate], dict[str, str]]:
+    """The updates fit to aggregate, and {client id: reason} for what was rejected."""
+    kept, rejected = [], {}
+    for update in updates:
+        problem = weight_problem(update.weights, reference)
+        if problem is not None:
+            rejected[update.client_id] = f"update rejected: {problem}"
+            continue
+        if update.prototypes is not None:
+            try:
+                update.prototypes.validate(num_classes, feature_dim, "prototypes")
+            except PayloadError as err:
+                rejected[update.client_id] = f"prototypes rejected: {err}"
+                update = dataclasses.replace(update, prototypes=None)
+        kept.append(update)
+    for client_id, reason in rejected.items():
+        logger.warning("round %d, client %s: %s", round_index, client_id, reason)
+    if not kept:
+        raise TrainingError(
+            f"round {round_index}: every client's update was rejected: "
+            + "; ".join(f"{c}: {r}" for c, r in rejected.items())
+        )
+    return kept, rejected
