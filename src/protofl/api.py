@@ -41,6 +41,7 @@ from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.payloads import GlobalState
+from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.registry import unknown_name_message
 from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Observer, RoundRecord, Simulation
@@ -136,14 +137,21 @@ def _simulation(
         config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
     )
     precision = resolve_precision(config.precision, device)
+    privacy = PrototypePrivacy(
+        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
+    )
     simulation = Simulation.start(
         algorithm, model, federation, local, config.seed, config.eval_batch_size, precision
     )
+    simulation.privacy = privacy
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {
         **resolved,
         "device": str(device),
         "precision": precision.name,
+        "privacy_epsilon_planned": epsilons(privacy, config.rounds)[-1]
+        if privacy.enabled
+        else None,
         "feature_dim": feature_dim,
         "algorithm_config": _as_dict(config_class),
     }

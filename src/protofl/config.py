@@ -56,6 +56,9 @@ class RunConfig:
     precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     out: str | None = None  # output directory; None: runs/<algorithm>-<benchmark>-<time>
+    privacy_clip_norm: float = 0.0  # > 0: clip each uploaded prototype to this L2 norm
+    privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm
+    privacy_delta: float = 1e-5  # the delta at which the spent epsilon is reported
     algorithm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -11,7 +11,10 @@ from protofl.engine.data import ClientData
 from protofl.engine.local import LocalSettings, train_locally
 from protofl.engine.precision import FP32, Precision
 from protofl.payloads import ClientUpdate, ServerMessage, StateDict
+from protofl.privacy import PrototypePrivacy, privatize
 from protofl.seeding import derive_seed, seeded_torch, torch_generator
+
+NO_PRIVACY = PrototypePrivacy()
 
 
 def client_seed(seed: int, client_index: int, round_index: int) -> int:
@@ -29,6 +32,7 @@ def run_client_round(
     local: LocalSettings,
     seed: int,
     precision: Precision = FP32,
+    privacy: PrototypePrivacy = NO_PRIVACY,
 ) -> tuple[ClientUpdate, StateDict]:
     """Load the message's weights into ``worker``, train locally, return the update and the
     client's new private state (the old one when the algorithm keeps none)."""
@@ -47,11 +51,15 @@ def run_client_round(
             precision=precision,
         )
     result = hooks.finish(worker, outcome.prototypes)
+    prototypes = result.prototypes
+    if prototypes is not None and privacy.enabled:
+        noise_seed = derive_seed(seed, "privacy", client_index, message.round)
+        prototypes = privatize(prototypes, privacy, torch_generator(noise_seed, device))
     update = ClientUpdate(
         client_id=client.client_id,
         num_samples=len(client),
         weights=copy_state(worker),
-        prototypes=result.prototypes,
+        prototypes=prototypes,
         metrics=outcome.metrics,
         tensors=result.tensors,
     )

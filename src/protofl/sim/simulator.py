@@ -24,6 +24,7 @@ from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision
 from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.screening import screen_updates
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class RoundRecord:
     train_seconds: float
     eval_seconds: float
     rejected: dict[str, str] = field(default_factory=dict)  # client id -> why
+    privacy_epsilon: float | None = None  # prototype privacy spent so far, when enabled
 
 
 class Observer(Protocol):
@@ -66,6 +68,7 @@ class Simulation:
     seed: int = 0
     eval_batch_size: int = 1024
     precision: Precision = FP32
+    privacy: PrototypePrivacy = field(default_factory=PrototypePrivacy)
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
 
@@ -143,6 +146,9 @@ class Simulation:
             train_seconds=trained - started,
             eval_seconds=time.perf_counter() - trained,
             rejected=rejected,
+            privacy_epsilon=epsilons(self.privacy, self.state.round)[-1]
+            if self.privacy.enabled
+            else None,
         )
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
@@ -160,6 +166,7 @@ class Simulation:
             self.local,
             self.seed,
             self.precision,
+            self.privacy,
         )
         if new_state:
             self.client_states[client.client_id] = new_state

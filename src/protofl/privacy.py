@@ -1,0 +1,85 @@
+"""Optional differential privacy for uploaded prototypes: per-class clipping + Gaussian noise.
+
+Each local prototype (a class's mean feature on one client) is scaled down to L2 norm at
+most ``clip_norm`` and gets Gaussian noise of standard deviation
+``noise_multiplier * clip_norm`` before it leaves the client. This is the Gaussian mechanism
+with sensitivity ``clip_norm`` for the unit *one client's data of one class* under
+add/remove adjacency; a client's classes are disjoint, so one round costs one mechanism,
+and rounds compose. The cost is reported by Opacus's RDP accountant
+(``pip install protofl[privacy]``).
+
+What this does *not* protect: the model weights, which clients still send in the clear, and
+the per-class sample counts sent as ``support``. It limits what the prototypes add; a full
+guarantee needs DP on the weights too (e.g. DP-SGD), which protofl does not provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from protofl.errors import ConfigError
+from protofl.payloads import Prototypes
+
+
+@dataclass(frozen=True)
+class PrototypePrivacy:
+    """Clipping norm and noise multiplier; ``clip_norm = 0`` switches the mechanism off."""
+
+    clip_norm: float = 0.0
+    noise_multiplier: float = 0.0
+    delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.clip_norm < 0 or self.noise_multiplier < 0:
+            raise ConfigError("privacy_clip_norm and privacy_noise_multiplier must be >= 0.")
+        if self.noise_multiplier > 0 and self.clip_norm == 0:
+            raise ConfigError(
+                "privacy_noise_multiplier is set but privacy_clip_norm is 0: noise is scaled "
+                "to the clipping norm, so set privacy_clip_norm too."
+            )
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"privacy_delta must lie in (0, 1); got {self.delta}.")
+
+    @property
+    def enabled(self) -> bool:
+        return self.clip_norm > 0
+
+
+def clip_rows(vectors: torch.Tensor, clip_norm: float) -> torch.Tensor:
+    """Scale each row of [P, D] to L2 norm at most ``clip_norm`` (shorter rows unchanged)."""
+    norms = vectors.norm(dim=1, keepdim=True)  # [P, 1]
+    return vectors * (clip_norm / norms.clamp(min=clip_norm))
+
+
+def privatize(
+    prototypes: Prototypes, privacy: PrototypePrivacy, generator: torch.Generator
+) -> Prototypes:
+    """Clipped and noised copies of ``prototypes`` (the input is left as it was)."""
+    if not privacy.enabled:
+        return prototypes
+    clipped = clip_rows(prototypes.vectors, privacy.clip_norm)
+    noise = torch.randn(
+        clipped.shape, generator=generator, device=clipped.device, dtype=clipped.dtype
+    )
+    noised = clipped + noise * (privacy.noise_multiplier * privacy.clip_norm)
+    return Prototypes(noised, prototypes.labels, prototypes.support)
+
+
+def epsilons(privacy: PrototypePrivacy, rounds: int) -> list[float]:
+    """The privacy budget spent after each of ``rounds`` rounds (epsilon at ``delta``)."""
+    if not privacy.enabled or privacy.noise_multiplier == 0:
+        return [float("inf")] * rounds
+    try:
+        from opacus.accountants import RDPAccountant
+    except ImportError as err:
+        raise ConfigError(
+            "accounting the prototype privacy cost needs Opacus: pip install 'protofl[privacy]'."
+        ) from err
+    accountant = RDPAccountant()
+    spent = []
+    for _ in range(rounds):
+        accountant.step(noise_multiplier=privacy.noise_multiplier, sample_rate=1.0)
+        spent.append(float(accountant.get_epsilon(delta=privacy.delta)))
+    return spent
