@@ -64,3 +64,24 @@ def test_matches_plain_loop_on_a_model() -> None:
         if value.is_floating_point():
             expected = sum(w * s[key] for w, s in zip(weights, states, strict=True))
             torch.testing.assert_close(value, expected)
+
+
+def test_running_average_folds_like_the_plain_formula() -> None:
+    from protofl.aggregation import RunningAverage
+
+    generator = torch.Generator().manual_seed(0)
+    states = [
+        {"w": torch.randn(3, 2, generator=generator), "n": torch.tensor(k, dtype=torch.int64)}
+        for k in (1, 2, 4)
+    ]
+    counts = [10, 30, 60]
+    average = RunningAverage()
+    for state, count in zip(states, counts, strict=True):
+        average.add(state, count)
+    result = average.result()
+    expected = sum(c * s["w"] for c, s in zip(counts, states, strict=True)) / 100
+    torch.testing.assert_close(result["w"], expected)
+    assert result["n"].dtype == torch.int64 and result["n"].item() == 3  # 3.1 rounds to 3
+    assert average.count == 3
+    with pytest.raises(PayloadError, match="nothing to average"):
+        RunningAverage().result()

@@ -24,35 +24,67 @@ def sample_weights(num_samples: Sequence[int]) -> list[float]:
     return [n / total for n in num_samples]
 
 
+class RunningAverage:
+    """A weighted average of state dicts folded in one at a time.
+
+    Memory is one state (two for integer entries' float64 sums) however many states are
+    added, so a round's aggregation does not keep a model copy per client.
+    """
+
+    def __init__(self) -> None:
+        self._sums: StateDict = {}
+        self._template: StateDict = {}
+        self._total = 0.0
+        self.count = 0
+
+    def add(self, state: StateDict, weight: float) -> None:
+        if weight < 0:
+            raise PayloadError(f"averaging weights must be >= 0; got {weight}.")
+        if not self._sums:
+            self._template = {k: v.new_empty(0) for k, v in state.items()}
+            self._sums = {k: torch.zeros_like(v, dtype=_sum_dtype(v)) for k, v in state.items()}
+        self._check(state)
+        for key, value in state.items():
+            self._sums[key].add_(value.to(self._sums[key].dtype), alpha=weight)
+        self._total += weight
+        self.count += 1
+
+    def result(self) -> StateDict:
+        if not self.count or self._total <= 0:
+            raise PayloadError("nothing to average: no states, or their weights sum to 0.")
+        averaged = {}
+        for key, total in self._sums.items():
+            mean = total / self._total
+            dtype = self._template[key].dtype
+            averaged[key] = mean if total.dtype == dtype else mean.round().to(dtype)
+        return averaged
+
+    def _check(self, state: StateDict) -> None:
+        if state.keys() != self._sums.keys():
+            missing = sorted(self._sums.keys() - state.keys())[:3]
+            extra = sorted(state.keys() - self._sums.keys())[:3]
+            raise PayloadError(
+                f"state {self.count} does not match state 0: missing {missing}, extra {extra}."
+            )
+        for key, value in state.items():
+            first = self._sums[key]
+            if value.shape != first.shape or value.dtype != self._template[key].dtype:
+                raise PayloadError(
+                    f"{key}: shapes/dtypes differ across clients: {tuple(first.shape)} "
+                    f"{self._template[key].dtype} vs {tuple(value.shape)} {value.dtype}."
+                )
+
+
+def _sum_dtype(value: torch.Tensor) -> torch.dtype:
+    # integer counters are summed in float64 and rounded at the end
+    return value.dtype if value.is_floating_point() else torch.float64
+
+
 def weighted_average(states: Sequence[StateDict], weights: Sequence[float]) -> StateDict:
     """Weighted average of state dicts with identical keys, shapes and dtypes."""
     if not states or len(states) != len(weights):
         raise PayloadError(f"need one weight per state; got {len(states)} states, {len(weights)}.")
-    reference = states[0]
-    for index, state in enumerate(states[1:], start=1):
-        if state.keys() != reference.keys():
-            missing = sorted(reference.keys() - state.keys())[:3]
-            extra = sorted(state.keys() - reference.keys())[:3]
-            raise PayloadError(
-                f"state {index} does not match state 0: missing {missing}, extra {extra}."
-            )
-    return {key: _average_entry([s[key] for s in states], weights, key) for key in reference}
-
-
-def _average_entry(tensors: list[torch.Tensor], weights: Sequence[float], key: str) -> torch.Tensor:
-    first = tensors[0]
-    for tensor in tensors[1:]:
-        if tensor.shape != first.shape or tensor.dtype != first.dtype:
-            raise PayloadError(
-                f"{key}: shapes/dtypes differ across clients: {tuple(first.shape)} {first.dtype} "
-                f"vs {tuple(tensor.shape)} {tensor.dtype}."
-            )
-    if first.is_floating_point():
-        total = torch.zeros_like(first)
-        for tensor, weight in zip(tensors, weights, strict=True):
-            total.add_(tensor, alpha=weight)
-        return total
-    accumulated = torch.zeros(first.shape, dtype=torch.float64, device=first.device)
-    for tensor, weight in zip(tensors, weights, strict=True):
-        accumulated.add_(tensor.double(), alpha=weight)
-    return accumulated.round().to(first.dtype)
+    average = RunningAverage()
+    for state, weight in zip(states, weights, strict=True):
+        average.add(state, weight)
+    return average.result()
