@@ -15,6 +15,20 @@ import torch
 from protofl.errors import PayloadError
 from protofl.payloads import StateDict
 
+RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def is_parameter_entry(key: str, value: torch.Tensor, parameter_names: frozenset[str]) -> bool:
+    """Whether a state-dict entry is a trained parameter rather than a buffer.
+
+    With the model's parameter names known (the runner passes them) that decides; without
+    them, floating-point entries not named like a normalisation layer's running statistic
+    count as parameters.
+    """
+    if parameter_names:
+        return key in parameter_names
+    return value.is_floating_point() and key.rsplit(".", 1)[-1] not in RUNNING_STATISTICS
+
 
 def sample_weights(num_samples: Sequence[int]) -> list[float]:
     """FedAvg's weights |D_m| / |D|."""

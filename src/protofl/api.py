@@ -130,7 +130,14 @@ def _simulation(
     first = federation.clients[0]
     example = first.transform.eval(first.source.inputs[first.indices[:2]])
     feature_dim = check_feature_model(model, example, federation.num_classes)
-    context = AlgorithmContext(federation.num_classes, feature_dim, config.rounds, device)
+    context = AlgorithmContext(
+        federation.num_classes,
+        feature_dim,
+        config.rounds,
+        device,
+        num_clients=len(federation.clients),
+        parameter_names=frozenset(name for name, _ in model.named_parameters()),
+    )
     options = config.algorithm_options.get(config.algorithm, {})
     algorithm = build_algorithm(config.algorithm, options, context)
     local = LocalSettings(

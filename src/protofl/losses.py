@@ -4,10 +4,16 @@ The FPL terms follow Huang et al., "Rethinking Federated Learning with Domain Sh
 Prototype View", CVPR 2023: cluster prototypes contrastive learning (CPCL, Eq. 8) and
 unbiased prototypes consistent regularization (UPCR, Eq. 10). Both are vectorised over the
 batch (the reference loops over samples in Python); tests compare them with a plain loop.
+
+The baselines' terms live here too: FedProx's proximal term, MOON's model-contrastive loss
+and FedDyn's dynamic regulariser. FedProc reuses :func:`cluster_contrastive_loss` (one
+prototype per class, temperature 1) and FedProto :func:`unbiased_consistency_loss` (its
+target is the global prototype).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -68,3 +74,57 @@ def unbiased_consistency_loss(
     per_sample = squared.mean(dim=1) if reduction == "mean" else squared.sum(dim=1)
     mask = has_prototype[labels]  # [B]
     return torch.where(mask, per_sample, torch.zeros_like(per_sample)).sum() / batch
+
+
+def proximal_loss(
+    parameters: Sequence[torch.Tensor],
+    anchors: Sequence[torch.Tensor],
+    mu: float,
+) -> torch.Tensor:
+    """FedProx's proximal term ``mu / 2 * sum_j ||w_j - w_global_j||^2`` (Li et al., MLSys
+    2020, Eq. 2), over matching lists of local parameters and the round's global values.
+
+    The anchors carry no gradient; the gradient on ``w_j`` is ``mu * (w_j - w_global_j)``.
+    """
+    total = parameters[0].new_zeros(())
+    for weight, anchor in zip(parameters, anchors, strict=True):
+        total = total + (weight - anchor.detach()).pow(2).sum()
+    return 0.5 * mu * total
+
+
+def model_contrastive_loss(
+    features: torch.Tensor,  # [B, D] the local model's, with gradient
+    global_features: torch.Tensor,  # [B, D] the global model's (positive)
+    previous_features: torch.Tensor,  # [B, D] the previous local model's (negative)
+    temperature: float,
+) -> torch.Tensor:
+    """MOON's model-contrastive loss (Li, He, Song, CVPR 2021, Eq. 3), averaged over the batch:
+    ``-log( exp(cos(z, z_glob)/tau) / (exp(cos(z, z_glob)/tau) + exp(cos(z, z_prev)/tau)) )``.
+
+    Written as ``logsumexp`` minus the positive logit, i.e. cross-entropy with target 0 over
+    the two logits, as MOON's code computes it.
+    """
+    positive = F.cosine_similarity(features, global_features, dim=1)  # [B]
+    negative = F.cosine_similarity(features, previous_features, dim=1)  # [B]
+    logits = torch.stack([positive, negative], dim=1) / temperature  # [B, 2]
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+def dynamic_regularizer(
+    parameters: Sequence[torch.Tensor],
+    linear_terms: Sequence[torch.Tensor],
+    anchors: Sequence[torch.Tensor],
+    alpha: float,
+) -> torch.Tensor:
+    """FedDyn's dynamic regulariser on the *local* parameters (Acar et al., ICLR 2021,
+    Algorithm 1): ``sum_j ( -<g_j, w_j> + alpha / 2 * ||w_j - w_global_j||^2 )``.
+
+    ``g_j`` is the client's linear-term state (the gradient of its loss at its previous
+    local optimum) and ``w_global_j`` the round's global value; neither carries gradient, so
+    the gradient on ``w_j`` is ``-g_j + alpha * (w_j - w_global_j)``.
+    """
+    total = parameters[0].new_zeros(())
+    for weight, linear, anchor in zip(parameters, linear_terms, anchors, strict=True):
+        total = total - (linear.detach() * weight).sum()
+        total = total + 0.5 * alpha * (weight - anchor.detach()).pow(2).sum()
+    return total

@@ -39,6 +39,32 @@ def weight_problem(weights: StateDict, reference: StateDict) -> str | None:
     return None
 
 
+def screen_update(
+    update: ClientUpdate, reference: StateDict, num_classes: int, feature_dim: int
+) -> tuple[ClientUpdate | None, str | None]:
+    """(the update fit to aggregate or None, why something was rejected or None)."""
+    problem = weight_problem(update.weights, reference)
+    if problem is not None:
+        return None, f"update rejected: {problem}"
+    if update.prototypes is not None:
+        try:
+            update.prototypes.validate(num_classes, feature_dim, "prototypes")
+        except PayloadError as err:
+            return dataclasses.replace(update, prototypes=None), f"prototypes rejected: {err}"
+    return update, None
+
+
+def report(rejected: dict[str, str], kept: int, round_index: int) -> None:
+    """Log every rejection; stop the run when no update is left to aggregate."""
+    for client_id, reason in rejected.items():
+        logger.warning("round %d, client %s: %s", round_index, client_id, reason)
+    if not kept:
+        raise TrainingError(
+            f"round {round_index}: every client's update was rejected: "
+            + "; ".join(f"{c}: {r}" for c, r in rejected.items())
+        )
+
+
 def screen_updates(
     updates: Sequence[ClientUpdate],
     reference: StateDict,
@@ -49,22 +75,10 @@ def screen_updates(
     """The updates fit to aggregate, and {client id: reason} for what was rejected."""
     kept, rejected = [], {}
     for update in updates:
-        problem = weight_problem(update.weights, reference)
-        if problem is not None:
-            rejected[update.client_id] = f"update rejected: {problem}"
-            continue
-        if update.prototypes is not None:
-            try:
-                update.prototypes.validate(num_classes, feature_dim, "prototypes")
-            except PayloadError as err:
-                rejected[update.client_id] = f"prototypes rejected: {err}"
-                update = dataclasses.replace(update, prototypes=None)
-        kept.append(update)
-    for client_id, reason in rejected.items():
-        logger.warning("round %d, client %s: %s", round_index, client_id, reason)
-    if not kept:
-        raise TrainingError(
-            f"round {round_index}: every client's update was rejected: "
-            + "; ".join(f"{c}: {r}" for c, r in rejected.items())
-        )
+        screened, reason = screen_update(update, reference, num_classes, feature_dim)
+        if reason is not None:
+            rejected[update.client_id] = reason
+        if screened is not None:
+            kept.append(screened)
+    report(rejected, len(kept), round_index)
     return kept, rejected

@@ -14,12 +14,35 @@ from protofl.algorithms.base import (
     LocalStep,
 )
 from protofl.algorithms.fedavg import FedAvg, FedAvgConfig
+from protofl.algorithms.feddyn import FedDyn, FedDynConfig
+from protofl.algorithms.fedopt import FedOpt, FedOptConfig
+from protofl.algorithms.fedproc import FedProc, FedProcConfig
+from protofl.algorithms.fedproto import FedProto, FedProtoConfig
+from protofl.algorithms.fedprox import FedProx, FedProxConfig
 from protofl.algorithms.fpl import FPL, FPLConfig
+from protofl.algorithms.moon import MOON, MOONConfig
 from protofl.registry import Registry
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 ALGORITHMS.add("fedavg", AlgorithmSpec("fedavg", FedAvgConfig, FedAvg, "FedAvg (McMahan 2017)"))
 ALGORITHMS.add("fpl", AlgorithmSpec("fpl", FPLConfig, FPL, "FPL: CPCL + UPCR (Huang 2023)"))
+ALGORITHMS.add("fedprox", AlgorithmSpec("fedprox", FedProxConfig, FedProx, "FedProx (Li 2020)"))
+ALGORITHMS.add("moon", AlgorithmSpec("moon", MOONConfig, MOON, "MOON (Li, He, Song 2021)"))
+ALGORITHMS.add("feddyn", AlgorithmSpec("feddyn", FedDynConfig, FedDyn, "FedDyn (Acar 2021)"))
+ALGORITHMS.add("fedopt", AlgorithmSpec("fedopt", FedOptConfig, FedOpt, "FedAdam (Reddi 2021)"))
+ALGORITHMS.add("fedproc", AlgorithmSpec("fedproc", FedProcConfig, FedProc, "FedProc (Mu 2021)"))
+ALGORITHMS.add("fedproto", AlgorithmSpec("fedproto", FedProtoConfig, FedProto, "FedProto+FedAvg"))
+
+
+def _fpl_ablation(name: str, summary: str, **switches: Any) -> None:
+    """Register FPL with some options switched by default (still overridable)."""
+    ALGORITHMS.add(name, AlgorithmSpec(name, FPLConfig, FPL, f"FPL ablation: {summary}", switches))
+
+
+_fpl_ablation("fpl-cpcl-only", "CE + CPCL (Table 1)", upcr_weight=0.0)
+_fpl_ablation("fpl-upcr-only", "CE + UPCR (Table 1)", cpcl_weight=0.0)
+_fpl_ablation("fpl-global-consistency", "UPCR to G (T3)", cpcl_weight=0.0, upcr_target="global")
+_fpl_ablation("fpl-global-contrast", "CPCL on G (F5)", upcr_weight=0.0, cpcl_prototypes="global")
 
 
 def build_algorithm(name: str, options: Mapping[str, Any], context: AlgorithmContext) -> Algorithm:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, overload
 
 import torch
 from torch import nn
 
-from protofl.aggregation import sample_weights, weighted_average
+from protofl.aggregation import is_parameter_entry, sample_weights, weighted_average
 from protofl.errors import ConfigError
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.registry import unknown_name_message
@@ -78,6 +78,12 @@ class AlgorithmContext:
     feature_dim: int
     rounds: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    num_clients: int = 0  # all clients of the federation (0: unknown)
+    parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
+
+    def is_parameter(self, key: str, value: torch.Tensor) -> bool:
+        """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""
+        return is_parameter_entry(key, value, self.parameter_names)
 
 
 AlgorithmFactory = Callable[[Any, AlgorithmContext], Algorithm]
@@ -111,9 +117,42 @@ def broadcast(state: GlobalState) -> ServerMessage:
     return ServerMessage(round=state.round + 1, weights=state.weights, prototypes=state.prototypes)
 
 
-def average_weights(updates: Sequence[ClientUpdate]) -> StateDict:
-    """FedAvg: weights averaged by local sample count."""
-    factors = sample_weights([u.num_samples for u in updates])
+class RoundUpdates(Sequence[ClientUpdate]):
+    """A round's updates whose weights were averaged as they arrived.
+
+    The simulator folds each client's weights into two running averages (by sample count
+    and uniform) and then drops them from the update, so a round holds one model's worth of
+    sums, not a model per client. Algorithms read weights through :func:`average_weights`,
+    never from ``update.weights``, which may be empty here.
+    """
+
+    def __init__(
+        self, updates: Sequence[ClientUpdate], by_samples: StateDict, uniform: StateDict
+    ) -> None:
+        self._updates = list(updates)
+        self.by_samples, self.uniform = by_samples, uniform
+
+    @overload
+    def __getitem__(self, index: int) -> ClientUpdate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ClientUpdate]: ...
+
+    def __getitem__(self, index: int | slice) -> ClientUpdate | Sequence[ClientUpdate]:
+        return self._updates[index]
+
+    def __len__(self) -> int:
+        return len(self._updates)
+
+
+def average_weights(updates: Sequence[ClientUpdate], by_samples: bool = True) -> StateDict:
+    """The clients' weights averaged by local sample count (FedAvg), or uniformly."""
+    if isinstance(updates, RoundUpdates):
+        return dict(updates.by_samples if by_samples else updates.uniform)
+    if by_samples:
+        factors = sample_weights([u.num_samples for u in updates])
+    else:
+        factors = [1.0 / len(updates)] * len(updates)
     return weighted_average([u.weights for u in updates], factors)
 
 

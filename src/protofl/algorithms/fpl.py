@@ -13,6 +13,15 @@ local prototypes, coarsest partition with >= 2 clusters, each cluster averaged
 (:mod:`protofl.prototypes`). A class held by a single client forms one cluster (the
 reference crashes there).
 
+Ablations (paper Sec. 4.2), as switches on the same algorithm: ``cpcl_weight = 0`` or
+``upcr_weight = 0`` (Table 1); ``upcr_target = "global"`` makes UPCR pull towards the global
+prototype G (Eq. 3, the plain mean of the clients' local prototypes of a class) instead of
+the unbiased one (Table 3); ``cpcl_prototypes = "global"`` makes CPCL contrast with one
+global prototype per class instead of the cluster prototypes (Fig. 5). No extra payload is
+needed for G: a cluster prototype is the plain mean of its ``support`` members, so the
+support-weighted mean of a class's cluster prototypes is exactly the plain mean of its
+local prototypes (:func:`global_from_clusters`); the client computes it from the message.
+
 Deviations from the reference code, on purpose: logsumexp instead of raw ``exp`` (no NaN at
 small temperatures), no NumPy object arrays (the reference fails on NumPy >= 1.24), and the
 terms vectorised over the batch. The numbers are the same (tested against a plain loop).
@@ -49,6 +58,8 @@ class FPLConfig:
     cpcl_weight: float = 1.0
     upcr_weight: float = 1.0
     upcr_reduction: Literal["mean", "sum"] = "mean"  # over feature dims; paper Eq. 10 sums
+    upcr_target: Literal["unbiased", "global"] = "unbiased"  # "global": Table 3's G
+    cpcl_prototypes: Literal["clusters", "global"] = "clusters"  # "global": Fig. 5's G
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -61,6 +72,27 @@ class FPLConfig:
                 f"fpl.upcr_reduction must be 'mean' (reference code) or 'sum' (paper Eq. 10); "
                 f"got {self.upcr_reduction!r}."
             )
+        if self.upcr_target not in ("unbiased", "global"):
+            raise ConfigError(
+                f"fpl.upcr_target must be 'unbiased' (mean of cluster prototypes) or 'global' "
+                f"(mean of local prototypes); got {self.upcr_target!r}."
+            )
+        if self.cpcl_prototypes not in ("clusters", "global"):
+            raise ConfigError(
+                f"fpl.cpcl_prototypes must be 'clusters' or 'global' (one per class); got "
+                f"{self.cpcl_prototypes!r}."
+            )
+
+
+def global_from_clusters(
+    clusters: Prototypes, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global prototype G of every class (paper Eq. 3, the plain mean of the clients'
+    local prototypes) from its cluster prototypes: ([C, D] means, [C] has-prototype).
+
+    Exact because each cluster prototype is the plain mean of its ``support`` members.
+    """
+    return class_means(clusters, num_classes, weighted=True)
 
 
 class FPLClientRound:
@@ -73,9 +105,18 @@ class FPLClientRound:
         self.config = config
         self.clusters = clusters if clusters is not None and len(clusters) else None
         if self.clusters is not None:
-            unbiased, has = class_means(self.clusters.to("cpu"), num_classes)
             device = self.clusters.vectors.device
+            on_cpu = self.clusters.to("cpu")
+            # UPCR's target per class ([C, D] + [C] mask) and CPCL's prototypes and labels
+            unbiased, has = class_means(on_cpu, num_classes)
+            global_means, global_has = global_from_clusters(on_cpu, num_classes)
+            if config.upcr_target == "global":
+                unbiased, has = global_means, global_has
             self.unbiased, self.has_prototype = unbiased.to(device), has.to(device)
+            self.contrast = (self.clusters.vectors, self.clusters.labels)
+            if config.cpcl_prototypes == "global":
+                classes = torch.nonzero(global_has).flatten()
+                self.contrast = (global_means[classes].to(device), classes.to(device))
 
     def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
         zero = step.features.new_zeros(())
@@ -84,11 +125,7 @@ class FPLClientRound:
         cpcl = upcr = zero
         if self.config.cpcl_weight:
             cpcl = self.config.cpcl_weight * cluster_contrastive_loss(
-                step.features,
-                step.labels,
-                self.clusters.vectors,
-                self.clusters.labels,
-                self.config.temperature,
+                step.features, step.labels, *self.contrast, self.config.temperature
             )
         if self.config.upcr_weight:
             upcr = self.config.upcr_weight * unbiased_consistency_loss(

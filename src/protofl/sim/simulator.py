@@ -8,15 +8,17 @@ update each per round. Server and clients exchange only payload dataclasses.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from torch import nn
 
-from protofl.algorithms.base import Algorithm
+from protofl.aggregation import RunningAverage
+from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate, mean_accuracy
@@ -25,7 +27,7 @@ from protofl.engine.precision import FP32, Precision
 from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.privacy import PrototypePrivacy, epsilons
-from protofl.screening import screen_updates
+from protofl.screening import report, screen_update
 
 logger = logging.getLogger(__name__)
 
@@ -118,18 +120,7 @@ class Simulation:
         if observer is not None:
             observer.round_started(message.round, rounds)
         started = time.perf_counter()
-        updates = []
-        for index, client in enumerate(self.federation.clients):
-            updates.append(self._train_client(index, client, message))
-            if observer is not None:
-                observer.client_finished(message.round, client.client_id)
-        updates, rejected = screen_updates(
-            updates,
-            self.state.weights,
-            self.federation.num_classes,
-            self._feature_dim,
-            message.round,
-        )
+        updates, rejected = self._collect_updates(message, observer)
         self.state = self.algorithm.aggregate(self.state, updates)
         trained = time.perf_counter()
         self.model.load_state_dict(self.state.weights)
@@ -154,6 +145,29 @@ class Simulation:
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
         return record
 
+    def _collect_updates(
+        self, message: ServerMessage, observer: Observer | None
+    ) -> tuple[RoundUpdates, dict[str, str]]:
+        """Train every client; screen each update and fold its weights in as it arrives."""
+        by_samples, uniform = RunningAverage(), RunningAverage()
+        kept: list[ClientUpdate] = []
+        rejected: dict[str, str] = {}
+        for index, client in enumerate(self.federation.clients):
+            update = self._train_client(index, client, message)
+            screened, reason = screen_update(
+                update, self.state.weights, self.federation.num_classes, self._feature_dim
+            )
+            if reason is not None:
+                rejected[client.client_id] = reason
+            if screened is not None:
+                by_samples.add(screened.weights, screened.num_samples)
+                uniform.add(screened.weights, 1.0)
+                kept.append(dataclasses.replace(screened, weights={}))
+            if observer is not None:
+                observer.client_finished(message.round, client.client_id)
+        report(rejected, len(kept), message.round)
+        return RoundUpdates(kept, by_samples.result(), uniform.result()), rejected
+
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
         update, new_state = run_client_round(
@@ -173,7 +187,7 @@ class Simulation:
         return update
 
 
-def _weighted_metrics(updates: list[ClientUpdate]) -> dict[str, float]:
+def _weighted_metrics(updates: Sequence[ClientUpdate]) -> dict[str, float]:
     total = sum(u.num_samples for u in updates)
     keys = sorted({key for u in updates for key in u.metrics})
     return {

@@ -1,0 +1,234 @@
+"""The algorithm contract, for every registered algorithm: short runs complete with finite
+metrics, are deterministic for a seed, keep client-only state on the client and server-only
+state on the server; presets and options are consistent with the registry."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+
+import pytest
+import torch
+from torch import nn
+
+from protofl import RunConfig, run, train_federated
+from protofl.algorithms import ALGORITHMS, Algorithm, AlgorithmContext, build_algorithm
+from protofl.config import build_config, load_preset
+from protofl.data.embedded import EMBEDDED_DOMAINS
+from protofl.data.user import federation_from_arrays
+from protofl.engine import client as simulator
+from protofl.engine.local import LocalSettings
+from protofl.errors import ConfigError
+from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.sim import simulator as simulator_module
+from protofl.sim.simulator import Simulation
+
+from tiny_data import TinyNet, tiny_clients
+
+NAMES = ALGORITHMS.names()
+BASELINES = ["fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedproc", "fedproto", "fpl"]
+ABLATIONS = ["fpl-cpcl-only", "fpl-upcr-only", "fpl-global-consistency", "fpl-global-contrast"]
+PRIVATE = {"moon": "previous_model.", "feddyn": "linear."}  # client-only state, by key prefix
+SERVER_ONLY = {"feddyn": ("h.",), "fedopt": ("m.", "v.")}  # GlobalState.tensors, by prefix
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models: a second intra-op thread only adds synchronisation (10x slower on a busy
+    2-core machine). Restored afterwards, so other modules run as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_every_paper_baseline_and_ablation_is_registered() -> None:
+    assert set(NAMES) == set(BASELINES + ABLATIONS)
+
+
+def tiny_config(name: str, seed: int = 0) -> RunConfig:
+    return RunConfig(algorithm=name, rounds=2, local_epochs=1, batch_size=16, lr=0.05, seed=seed)
+
+
+def tiny_run(name: str) -> tuple[list[dict[str, float]], GlobalState]:
+    clients, tests = tiny_clients(per_client=32)
+    torch.manual_seed(0)
+    result = train_federated(clients, tests, TinyNet(), tiny_config(name))
+    assert [r.round for r in result.history] == [1, 2]
+    for record in result.history:
+        assert all(math.isfinite(v) for v in record.train.values()), record.train
+        assert all(0.0 <= a <= 1.0 for a in record.per_domain_accuracy.values())
+    return [r.train for r in result.history], result.state
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_two_rounds_complete_with_finite_metrics_and_repeat_exactly(name: str) -> None:
+    first_train, first_state = tiny_run(name)
+    again_train, again_state = tiny_run(name)
+    assert first_train == again_train
+    pairs = [(first_state.weights, again_state.weights), (first_state.tensors, again_state.tensors)]
+    for store, other in pairs:
+        assert store.keys() == other.keys()
+        for key, value in store.items():
+            assert torch.equal(value, other[key]), key
+
+
+class Recording:
+    """Wraps an algorithm and records every message it sends and every update it receives."""
+
+    def __init__(self, inner: Algorithm) -> None:
+        self.inner, self.name = inner, inner.name
+        self.states: list[GlobalState] = []
+        self.messages: list[ServerMessage] = []
+        self.updates: list[ClientUpdate] = []
+
+    def init_state(self, weights: StateDict) -> GlobalState:
+        return self.inner.init_state(weights)
+
+    def message(self, state: GlobalState) -> ServerMessage:
+        self.states.append(state)
+        self.messages.append(self.inner.message(state))
+        return self.messages[-1]
+
+    def start_client(self, message: ServerMessage, model: nn.Module, client_state: StateDict):  # type: ignore[no-untyped-def]
+        return self.inner.start_client(message, model, client_state)
+
+    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+        self.updates.extend(updates)
+        new = self.inner.aggregate(state, updates)
+        self.states.append(new)
+        return new
+
+
+def recorded_simulation(
+    name: str, monkeypatch: pytest.MonkeyPatch, rounds: int = 2
+) -> tuple[Simulation, Recording]:
+    """Run ``name`` recording messages, server states and what each client sent (the round
+    loop folds weights in as updates arrive, so ``aggregate`` sees them without weights)."""
+    sent: list[ClientUpdate] = []
+
+    def recording_client_round(*args, **kwargs):  # type: ignore[no-untyped-def]
+        update, state = simulator.run_client_round(*args, **kwargs)
+        sent.append(update)
+        return update, state
+
+    monkeypatch.setattr(simulator_module, "run_client_round", recording_client_round)
+    clients, tests = tiny_clients(per_client=32)
+    federation = federation_from_arrays(clients, tests)
+    context = AlgorithmContext(federation.num_classes, feature_dim=8, rounds=rounds)
+    recording = Recording(build_algorithm(name, {}, context))
+    torch.manual_seed(0)
+    settings = LocalSettings(epochs=1, batch_size=16, lr=0.05)
+    simulation = Simulation.start(recording, TinyNet(), federation, settings)  # type: ignore[arg-type]
+    simulation.run(rounds)
+    recording.updates[:] = sent
+    return simulation, recording
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_client_state_stays_on_clients_and_server_state_on_the_server(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulation, recording = recorded_simulation(name, monkeypatch)
+    private = {key for state in simulation.client_states.values() for key in state}
+    server_only = {key for state in recording.states for key in state.tensors}
+    sent = {key for m in recording.messages for key in m.tensors}
+    sent |= {key for u in recording.updates for key in u.tensors}
+    assert not private & (server_only | sent)
+    assert not server_only & sent
+    assert all(key.startswith(PRIVATE[name]) for key in private) if name in PRIVATE else not private
+    prefixes = SERVER_ONLY.get(name, ())
+    assert bool(server_only) == bool(prefixes)
+    assert all(key.startswith(prefixes) for key in server_only)
+    # weights travel as the model's own entries, nothing smuggled in beside them
+    model_keys = set(TinyNet().state_dict())
+    assert all(set(m.weights) == model_keys for m in recording.messages)
+    assert all(set(u.weights) == model_keys for u in recording.updates)
+    # nothing private travels by value either
+    sent_tensors = [
+        t for m in recording.messages for t in (*m.weights.values(), *m.tensors.values())
+    ]
+    sent_tensors += [
+        t for u in recording.updates for t in (*u.weights.values(), *u.tensors.values())
+    ]
+    private_ids = {id(t) for state in simulation.client_states.values() for t in state.values()}
+    assert not private_ids & {id(t) for t in sent_tensors}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_short_run_on_the_embedded_default(name: str) -> None:
+    one_each = {domain: 1 for domain in EMBEDDED_DOMAINS}
+    config = RunConfig(
+        algorithm=name,
+        rounds=1,
+        local_epochs=1,
+        client_fraction=0.1,
+        clients_per_domain=one_each,
+        eval_batch_size=512,
+    )
+    result = run(config, write=False)
+    assert result.resolved["algorithm_config"] == dataclasses.asdict(
+        ALGORITHMS.get(name).make_config({})
+    )
+    assert math.isfinite(result.summary["mean_accuracy"])
+    assert all(math.isfinite(v) for v in result.history[0].train.values())
+
+
+@pytest.mark.parametrize(
+    "preset", ["paper-office", "paper-digits", "reduced-office", "reduced-digits"]
+)
+def test_presets_state_every_algorithms_defaults(preset: str) -> None:
+    values = load_preset(preset)
+    config = build_config(values, NAMES)
+    assert set(config.algorithm_options) == set(NAMES) - {"fedavg"}
+    for name, options in config.algorithm_options.items():
+        spec = ALGORITHMS.get(name)
+        assert spec.make_config(options) == spec.make_config({}), name
+
+
+def test_reduced_presets_keep_the_paper_setup_but_fewer_rounds_and_epochs() -> None:
+    for benchmark in ("office", "digits"):
+        paper = build_config(load_preset(f"paper-{benchmark}"), NAMES)
+        reduced = build_config(load_preset(f"reduced-{benchmark}"), NAMES)
+        assert (reduced.rounds, reduced.local_epochs) == (20, 2)
+        same = ("benchmark", "model", "batch_size", "lr", "momentum", "weight_decay")
+        for field in (*same, "client_fraction", "clients_per_domain"):
+            assert getattr(reduced, field) == getattr(paper, field), field
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("fedprox", {"mu": -1.0}, "fedprox.mu must be a finite number >= 0"),
+        ("moon", {"temperature": 0.0}, "moon.temperature must be > 0"),
+        ("moon", {"mu": float("nan")}, "moon.mu must be a finite number"),
+        ("feddyn", {"alpha": 0.0}, "feddyn.alpha must be > 0"),
+        ("fedopt", {"beta1": 1.0}, r"fedopt.beta1 must lie in \[0, 1\)"),
+        ("fedopt", {"tau": 0.0}, "fedopt.tau must be > 0"),
+        ("fedopt", {"server_lr": -0.1}, "fedopt.server_lr must be > 0"),
+        ("fedproc", {"temperature": -1.0}, "fedproc.temperature must be > 0"),
+        ("fedproto", {"proto_weight": -1.0}, "fedproto.proto_weight must be >= 0"),
+        ("fedproto", {"weight_by_samples": "yes"}, "must be true or false"),
+        ("fpl", {"upcr_target": "cluster"}, "fpl.upcr_target must be 'unbiased'"),
+        ("fpl-global-contrast", {"cpcl_prototypes": "all"}, "must be 'clusters' or 'global'"),
+        ("moon", {"temprature": 0.1}, "Did you mean 'temperature'"),
+    ],
+)
+def test_bad_options_are_refused_with_the_option_named(
+    name: str, options: dict[str, object], message: str
+) -> None:
+    context = AlgorithmContext(num_classes=4, feature_dim=8, rounds=2)
+    with pytest.raises(ConfigError, match=message):
+        build_algorithm(name, options, context)
+
+
+def test_ablations_are_fpl_with_switches_that_stay_overridable() -> None:
+    defaults = {name: ALGORITHMS.get(name).make_config({}) for name in ABLATIONS}
+    assert defaults["fpl-cpcl-only"].upcr_weight == 0.0
+    assert defaults["fpl-upcr-only"].cpcl_weight == 0.0
+    assert defaults["fpl-global-consistency"].upcr_target == "global"
+    assert defaults["fpl-global-contrast"].cpcl_prototypes == "global"
+    tuned = ALGORITHMS.get("fpl-cpcl-only").make_config({"temperature": 0.1})
+    assert (tuned.temperature, tuned.upcr_weight) == (0.1, 0.0)
+    assert ALGORITHMS.get("fpl").make_config({}) == type(tuned)()  # plain FPL unchanged
