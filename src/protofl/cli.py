@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import logging
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,7 +19,13 @@ from protofl.algorithms import ALGORITHMS
 from protofl.api import RunResult, execute, prepare, resume
 from protofl.config import RunConfig, build_config, load_preset, merge, parse_assignments
 from protofl.errors import ProtoflError
-from protofl.reporting import ProgressObserver, print_config, print_listing, print_results
+from protofl.reporting import (
+    ProgressObserver,
+    print_comparison,
+    print_config,
+    print_listing,
+    print_results,
+)
 
 FLAG_KEYS = {  # command-line flag -> config key (flags win over --set and presets)
     "algorithm": "algorithm",
@@ -33,6 +41,28 @@ FLAG_KEYS = {  # command-line flag -> config key (flags win over --set and prese
 }
 
 
+def _add_settings(command: argparse.ArgumentParser) -> None:
+    """The settings ``run`` and ``compare`` share."""
+    command.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
+    command.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
+    command.add_argument("--data-dir", help="folder with the benchmark files ($PROTOFL_DATA_DIR)")
+    command.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN")
+    command.add_argument("--rounds", type=int, help="communication rounds")
+    command.add_argument("--local-epochs", type=int, help="local epochs per round")
+    command.add_argument("--model", help="model name (default: the benchmark's)")
+    command.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    command.add_argument("--preset", help="a shipped preset name or a TOML file")
+    command.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)",
+    )
+    command.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+    command.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protofl", description="Federated prototype learning (FPL) across data domains."
@@ -41,30 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="train a federation and report per-domain accuracy")
     run.add_argument("--algorithm", "-a", help="algorithm name (default: fpl)")
-    run.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
-    run.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
-    run.add_argument("--data-dir", help="folder with the benchmark files ($PROTOFL_DATA_DIR)")
-    run.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN if missing")
-    run.add_argument("--rounds", type=int, help="communication rounds")
-    run.add_argument("--local-epochs", type=int, help="local epochs per round")
     run.add_argument("--seed", type=int, help="the one seed everything derives from")
     run.add_argument("--out", help="output directory (default: runs/<algo>-<bench>-<time>)")
-    run.add_argument("--model", help="model name (default: the benchmark's)")
-    run.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    run.add_argument("--preset", help="a shipped preset name or a TOML file")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)",
-    )
+    _add_settings(run)
     run.add_argument("--overwrite", action="store_true", help="replace results in --out")
     run.add_argument(
         "--resume", metavar="DIR", help="continue the run saved in DIR from its last checkpoint"
     )
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    run.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
+    compare = commands.add_parser(
+        "compare", help="run several algorithms over seeds; write a table, JSON and plots"
+    )
+    compare.add_argument(
+        "--algorithms", required=True, help="comma-separated algorithm names, or 'all'"
+    )
+    compare.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
+    compare.add_argument("--out", help="output folder (default: runs/compare-<bench>-<time>)")
+    compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
+    _add_settings(compare)
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
     return parser
 
@@ -75,7 +98,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {
         key: getattr(args, attr)
         for attr, key in FLAG_KEYS.items()
-        if getattr(args, attr) is not None
+        if getattr(args, attr, None) is not None
     }
     if args.download:
         flags["download"] = True
@@ -98,39 +121,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
-        if args.resume:
-            result = _resume(args, console)
-        else:
-            config = config_from_args(args)
-            print_config(console, config)
-            simulation, resolved = prepare(config)
-            observer = _observer(args, console, len(simulation.federation.clients))
-            with observer or contextlib.nullcontext():
-                result = execute(simulation, config, resolved, observer, overwrite=args.overwrite)
+        if args.command == "compare":
+            return _compare(args, console, argv)
+        result = _resume(args, console) if args.resume else _run(args, console)
     except ProtoflError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted[/]: the rounds finished so far are saved; continue with "
-            "protofl run --resume <out dir>."
+            "protofl run --resume <out dir> (or run the same compare command again)."
         )
         return 130
     print_results(Console(), result)
     return 0
 
 
-def _observer(args: argparse.Namespace, console: Console, clients: int) -> ProgressObserver | None:
-    return None if args.quiet else ProgressObserver(console, clients)
+def _observer(args: argparse.Namespace, console: Console, clients: int | None) -> Any:
+    return contextlib.nullcontext() if args.quiet else ProgressObserver(console, clients)
+
+
+def _run(args: argparse.Namespace, console: Console) -> RunResult:
+    config = config_from_args(args)
+    print_config(console, config)
+    simulation, resolved = prepare(config)
+    with _observer(args, console, len(simulation.federation.clients)) as observer:
+        return execute(simulation, config, resolved, observer, overwrite=args.overwrite)
 
 
 def _resume(args: argparse.Namespace, console: Console) -> RunResult:
     changes = settings_from_args(args)
     folder = Path(args.resume)
     console.print(f"[bold]protofl run --resume[/] {folder}", highlight=False)
-    observer = None if args.quiet else ProgressObserver(console, None)
-    with observer or contextlib.nullcontext():
+    with _observer(args, console, None) as observer:
         return resume(folder, observer, changes)
+
+
+def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:
+    from protofl.compare import ComparePlan, parse_list, run_grid, write_report
+
+    settings = settings_from_args(args)
+    settings.pop("out", None)
+    names = (
+        ALGORITHMS.names()
+        if args.algorithms == "all"
+        else parse_list(args.algorithms, str, "algorithms")
+    )
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out or f"runs/compare-{settings.get('benchmark', 'embedded')}-{stamp}")
+    plan = ComparePlan(tuple(names), parse_list(args.seeds, int, "seeds"), settings, out)
+
+    def observer_for(algorithm: str, seed: int, index: int, total: int) -> Any:
+        console.print(f"[bold]run {index + 1}/{total}[/]: {algorithm}, seed {seed}")
+        return None if args.quiet else ProgressObserver(console, None)
+
+    run_grid(plan, observer_for)
+    command = "protofl " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    report = write_report(plan, command, plots=not args.no_plots)
+    print_comparison(Console(), report, out)
+    return 0
 
 
 if __name__ == "__main__":

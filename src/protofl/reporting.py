@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -82,6 +84,20 @@ def print_results(console: Console, result: RunResult) -> None:
     console.print(table)
     if result.out_dir is not None:
         console.print(f"results: {result.out_dir}/ (config.json, metrics.jsonl, summary.json)")
+
+
+def print_comparison(console: Console, report: dict[str, Any], out: Path) -> None:
+    """The comparison table (last-5-round accuracy, mean ± std over seeds)."""
+    columns = [*report["domains"], "AVG"]
+    table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), seeds {report['seeds']}")
+    table.add_column("algorithm")
+    for column in columns:
+        table.add_column(column, justify="right")
+    for algorithm, row in report["rows"].items():
+        cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" for c in columns]
+        table.add_row(algorithm, *cells)
+    console.print(table)
+    console.print(f"written: {out}/ (table.md, results.json, plots, runs/)")
 
 
 def print_listing(console: Console) -> None:

@@ -32,21 +32,21 @@ def prepare_out_dir(path: Path, overwrite: bool = False) -> Path:
 def write_json(path: Path, payload: Any) -> None:
     """Write JSON atomically: a temporary file in the same directory, then a rename."""
     temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(temporary, path)
 
 
 def append_round(path: Path, record: RoundRecord) -> None:
     """Append one round to ``metrics.jsonl`` and flush it to disk."""
     with (path / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps(dataclasses.asdict(record), sort_keys=True) + "\n")
+        handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
 def rewrite_rounds(path: Path, history: Sequence[RoundRecord]) -> None:
     """Replace ``metrics.jsonl`` with ``history`` (on resume: drop rounds after the checkpoint)."""
-    lines = "".join(json.dumps(dataclasses.asdict(r), sort_keys=True) + "\n" for r in history)
+    lines = "".join(json.dumps(dataclasses.asdict(r)) + "\n" for r in history)
     temporary = path / "metrics.jsonl.tmp"
     temporary.write_text(lines)
     os.replace(temporary, path / "metrics.jsonl")
