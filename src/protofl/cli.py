@@ -19,6 +19,7 @@ from protofl.algorithms import ALGORITHMS
 from protofl.api import RunResult, execute, prepare, resume
 from protofl.config import RunConfig, build_config, load_preset, merge, parse_assignments
 from protofl.errors import ProtoflError
+from protofl.flower.cli import add_flower_commands, run_flower_command
 from protofl.reporting import (
     ProgressObserver,
     print_comparison,
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
     _add_settings(compare)
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
+    add_flower_commands(commands)
     return parser
 
 
@@ -116,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         print_listing(Console())
         return 0
+    if args.command == "flower":
+        return run_flower_command(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -63,7 +63,10 @@ def run_client_round(
         metrics=outcome.metrics,
         tensors=result.tensors,
     )
-    return update, result.state or client_state
+    # contiguous like the weights, so the state is laid out the same on every path (the
+    # bf16 path keeps the model channels-last; Flower's records are always contiguous)
+    state = {key: value.contiguous() for key, value in result.state.items()}
+    return update, state or client_state
 
 
 def copy_state(model: nn.Module) -> StateDict:

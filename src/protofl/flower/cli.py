@@ -1,0 +1,76 @@
+"""``protofl flower app DIR``: write a Flower app folder for ``flwr run``.
+
+Wired into ``protofl`` through :func:`add_flower_commands`; also runs as
+``python -m protofl.flower app DIR``. Neither imports flwr (writing the folder does not
+need it), so the main CLI stays free of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from protofl.errors import ProtoflError
+
+SETTINGS_HELP = (
+    "any protofl setting as with `protofl run --set` (--set rounds=2 --set fpl.temperature=0.1)"
+    ", or a server rule: flower.min_clients, flower.num_nodes, flower.node_timeout, "
+    "flower.round_timeout (repeatable)"
+)
+
+
+def add_flower_commands(commands: Any) -> argparse.ArgumentParser:
+    """Add ``flower`` (with its ``app`` subcommand) to the CLI's subparsers."""
+    flower = commands.add_parser("flower", help="run protofl on Flower (protofl[flower])")
+    actions = flower.add_subparsers(dest="flower_command", required=True)
+    app = actions.add_parser(
+        "app", help="write a Flower app folder (pyproject.toml) for `flwr run`"
+    )
+    app.add_argument("folder", help="the folder to write pyproject.toml into")
+    app.add_argument("--algorithm", "-a", help="algorithm name (default: fpl)")
+    app.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
+    app.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
+    app.add_argument("--data-dir", help="folder with the benchmark files on every node")
+    app.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN if missing")
+    app.add_argument("--rounds", type=int, help="communication rounds")
+    app.add_argument("--local-epochs", type=int, help="local epochs per round")
+    app.add_argument("--seed", type=int, help="the one seed everything derives from")
+    app.add_argument("--out", help="the server's output directory (made absolute)")
+    app.add_argument("--model", help="model name (default: the benchmark's)")
+    app.add_argument("--device", help="cpu, cuda, cuda:N or auto")
+    app.add_argument("--preset", help="a shipped preset name or a TOML file")
+    app.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SETTINGS_HELP)
+    app.add_argument("--overwrite", action="store_true", help="replace an existing pyproject.toml")
+    flower.set_defaults(handler=run_flower_command)
+    return flower
+
+
+def run_flower_command(args: argparse.Namespace) -> int:
+    """Handle ``protofl flower ...``; returns the exit status."""
+    from protofl.cli import config_from_args
+    from protofl.config import parse_assignments
+    from protofl.flower.project import write_app
+    from protofl.flower.settings import FLOWER_SECTION, parse_flower_settings
+
+    try:
+        ours = [item for item in args.set if item.startswith(f"{FLOWER_SECTION}.")]
+        rest = copy.copy(args)
+        rest.set = [item for item in args.set if item not in ours]
+        config = config_from_args(rest)
+        settings = parse_flower_settings(parse_assignments(ours).get(FLOWER_SECTION, {}))
+        path = write_app(args.folder, config, settings, overwrite=args.overwrite)
+    except ProtoflError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}; run it with: flwr run {path.parent} <federation> --stream")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m protofl.flower")
+    add_flower_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["flower", *(sys.argv[1:] if argv is None else argv)])
+    return run_flower_command(args)

@@ -1,0 +1,259 @@
+"""The generic Flower ClientApp: decode the server's message, run the round, encode the update.
+
+A node runs exactly what a simulated client runs, :func:`protofl.engine.client.run_client_round`,
+with the same seed path (``client_seed(seed, client_index, round)``), so a federation gives
+the same numbers in ``protofl run`` and on Flower. Client-only algorithm state (MOON's
+previous model) stays in ``context.state`` on the node.
+
+Where a node's data comes from is a *loader*, ``Context -> ClientSetup``:
+
+* :func:`benchmark_client` (the default) builds the run's benchmark federation from the run
+  config, exactly as every other node and ``protofl run`` do (same seeded partition), and
+  takes the client at the node's ``partition-id``. Node config may also set ``data-dir``
+  and ``device`` for that machine.
+* :func:`client_from_arrays` wraps a user's own :class:`~protofl.ClientArrays` and model,
+  for a loader the user writes (see ``docs/flower.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from flwr.app import Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from torch import nn
+
+from protofl.algorithms import Algorithm, AlgorithmContext, build_algorithm
+from protofl.api import prepare, resolve_device
+from protofl.config import RunConfig, dumps
+from protofl.data.user import ClientArrays, federation_from_arrays
+from protofl.engine.client import NO_PRIVACY, run_client_round
+from protofl.engine.data import ClientData
+from protofl.engine.local import LocalSettings
+from protofl.engine.precision import FP32, Precision, resolve_precision
+from protofl.errors import ConfigError
+from protofl.flower.codec import (
+    Expected,
+    decode_server_message,
+    encode_client_update,
+    load_client_state,
+    store_client_state,
+)
+from protofl.flower.settings import settings_from_run_config
+from protofl.models import check_feature_model
+from protofl.privacy import PrototypePrivacy
+from protofl.sim.simulator import Simulation
+
+logger = logging.getLogger(__name__)
+
+PARTITION_ID = "partition-id"  # node config: the client's index in the federation
+
+
+@dataclass(frozen=True, eq=False)
+class ClientSetup:
+    """Everything one node needs to run its rounds."""
+
+    algorithm: Algorithm
+    model: nn.Module  # the worker the round trains, on the node's device
+    data: ClientData
+    client_index: int  # position in the federation: picks the client's seed path
+    local: LocalSettings
+    seed: int
+    num_classes: int
+    feature_dim: int
+    precision: Precision = FP32
+    privacy: PrototypePrivacy = NO_PRIVACY  # clipping and noise of uploaded prototypes
+
+
+ClientLoader = Callable[[Context], ClientSetup]
+
+
+def client_app(loader: ClientLoader | None = None) -> ClientApp:
+    """A ClientApp that answers ``train`` messages for any registered algorithm."""
+    load = _cached(loader or benchmark_client)
+    app = ClientApp()
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        setup = load(context)
+        content = train_round(setup, message.content, context.state)
+        return Message(content, reply_to=message)
+
+    return app
+
+
+def train_round(setup: ClientSetup, content: RecordDict, state: RecordDict) -> RecordDict:
+    """One round on this node: server message in, update out; ``state`` keeps client state."""
+    device = next(setup.model.parameters()).device
+    expected = Expected.like(setup.model.state_dict(), setup.num_classes, setup.feature_dim)
+    message = decode_server_message(content, expected)
+    update, new_state = run_client_round(
+        setup.algorithm,
+        setup.model,
+        setup.data,
+        setup.client_index,
+        message,
+        load_client_state(state, device),
+        setup.local,
+        setup.seed,
+        setup.precision,
+        setup.privacy,
+    )
+    store_client_state(state, new_state)
+    logger.info(
+        "round %d: client %s trained on %d samples",
+        message.round,
+        update.client_id,
+        update.num_samples,
+    )
+    return encode_client_update(update, setup.client_index)
+
+
+def benchmark_client(context: Context) -> ClientSetup:
+    """The client at node config ``partition-id`` of the run config's benchmark federation."""
+    config, _ = settings_from_run_config(context.run_config)
+    node = context.node_config
+    if "data-dir" in node:
+        config = dataclasses.replace(config, data_dir=str(node["data-dir"]))
+    if "device" in node:
+        config = dataclasses.replace(config, device=str(node["device"]))
+    return client_from_config(config, partition_id(node))
+
+
+def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
+    """Client ``client_index`` of ``config``'s federation, built as ``protofl run`` builds it."""
+    simulation, resolved = _prepared(config)
+    clients = simulation.federation.clients
+    if client_index >= len(clients):
+        raise ConfigError(
+            f"node config {PARTITION_ID}={client_index}, but the federation has {len(clients)} "
+            f"clients ({', '.join(c.client_id for c in clients)}). Fix: use 0..{len(clients) - 1}."
+        )
+    return ClientSetup(
+        algorithm=simulation.algorithm,
+        model=simulation.model,
+        data=clients[client_index],
+        client_index=client_index,
+        local=simulation.local,
+        seed=config.seed,
+        num_classes=simulation.federation.num_classes,
+        feature_dim=int(resolved["feature_dim"]),
+        precision=simulation.precision,
+        privacy=simulation.privacy,
+    )
+
+
+def client_from_arrays(
+    data: ClientArrays,
+    model: nn.Module,
+    config: RunConfig,
+    client_index: int,
+    num_classes: int,
+) -> ClientSetup:
+    """A node's setup from a user's own arrays and model (labels go through the label gate).
+
+    ``client_index`` must be unique in the federation: it picks the client's random stream
+    and orders the updates on the server. ``num_classes`` must be the same on every node.
+    """
+    if data.client_id is None:
+        data = dataclasses.replace(data, client_id=f"{data.domain}-{client_index}")
+    # federation_from_arrays wants a test set; this node evaluates nothing, so it gets a
+    # two-sample view of its own data (the server evaluates the global model).
+    probe = {data.domain: (data.x[:2], data.y[:2])}
+    device = resolve_device(config.device)
+    model = model.to(device)
+    client = (
+        federation_from_arrays([data], probe, num_classes, config.augment).to(device).clients[0]
+    )
+    example = client.transform.eval(client.source.inputs[client.indices[:2]])
+    algorithm, feature_dim = algorithm_for(config, model, example, num_classes)
+    precision = resolve_precision(config.precision, device)
+    return ClientSetup(
+        algorithm=algorithm,
+        model=precision.prepare_model(model),
+        data=client,
+        client_index=client_index,
+        local=local_settings(config),
+        seed=config.seed,
+        num_classes=num_classes,
+        feature_dim=feature_dim,
+        precision=precision,
+        privacy=privacy_of(config),
+    )
+
+
+def algorithm_for(
+    config: RunConfig,
+    model: nn.Module,
+    example: torch.Tensor,
+    num_classes: int,
+    num_clients: int = 0,
+) -> tuple[Algorithm, int]:
+    """``config``'s algorithm for a user's ``model`` (checked on ``example``), built as
+    :func:`protofl.api.prepare` builds it; returns it with the feature size."""
+    feature_dim = check_feature_model(model, example, num_classes)
+    context = AlgorithmContext(
+        num_classes,
+        feature_dim,
+        config.rounds,
+        next(model.parameters()).device,
+        num_clients=num_clients,
+        parameter_names=frozenset(name for name, _ in model.named_parameters()),
+    )
+    options = config.algorithm_options.get(config.algorithm, {})
+    return build_algorithm(config.algorithm, options, context), feature_dim
+
+
+def privacy_of(config: RunConfig) -> PrototypePrivacy:
+    return PrototypePrivacy(
+        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
+    )
+
+
+def local_settings(config: RunConfig) -> LocalSettings:
+    return LocalSettings(
+        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
+    )
+
+
+def partition_id(node_config: Any) -> int:
+    """The node's client index from its node config, checked."""
+    if PARTITION_ID not in node_config:
+        raise ConfigError(
+            f"node config has no {PARTITION_ID!r}; got {sorted(node_config)}. Fix: start the "
+            f'SuperNode with --node-config "{PARTITION_ID}=<client index>".'
+        )
+    value = node_config[PARTITION_ID]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"node config {PARTITION_ID} must be an integer >= 0; got {value!r}.")
+    return value
+
+
+_PREPARED: dict[str, tuple[Simulation, dict[str, Any]]] = {}
+
+
+def _prepared(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
+    """One federation per process and config, shared by the virtual nodes a simulation
+    backend runs in this process (the simulator, too, trains every client on one worker)."""
+    key = dumps(config)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = prepare(config)
+    return _PREPARED[key]
+
+
+def _cached(loader: ClientLoader) -> ClientLoader:
+    setups: dict[tuple[int, int], ClientSetup] = {}
+
+    def load(context: Context) -> ClientSetup:
+        key = (context.run_id, context.node_id)
+        if key not in setups:
+            setups[key] = loader(context)
+        return setups[key]
+
+    return load

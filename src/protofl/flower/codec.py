@@ -1,0 +1,354 @@
+"""Payloads <-> Flower records, with every received field validated.
+
+Layout of a message's :class:`~flwr.app.RecordDict` (the same both ways):
+
+``"weights"``
+    ArrayRecord, one array per ``state_dict`` entry, dtypes kept (BatchNorm's int64
+    ``num_batches_tracked`` stays int64).
+``"prototypes"``
+    ArrayRecord, one entry per class present, key ``str(class)``, a float32 ``[k, D]`` array
+    of that class's ``k`` prototypes (``k`` differs between classes). Never pickled.
+``"prototype_support"``
+    ConfigRecord, key ``str(class)``, the ``k`` support counts of those prototypes.
+``"tensors"``
+    ArrayRecord of algorithm-specific extras (``ServerMessage.tensors``/``ClientUpdate.tensors``).
+``"meta"``
+    ConfigRecord of scalars: ``round`` (server), ``client_id``, ``client_index`` and
+    ``num_samples`` (client), ``prototype_dim`` when prototypes are present.
+``"metrics"``
+    MetricRecord of the client's loss terms and train accuracy.
+
+Decoding checks keys, shapes, dtypes, finiteness and class ids against what the receiver
+expects and raises :class:`~protofl.errors.PayloadError` naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+
+from protofl.errors import PayloadError
+from protofl.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
+
+WEIGHTS, PROTOTYPES, SUPPORT, TENSORS, META, METRICS = (
+    "weights",
+    "prototypes",
+    "prototype_support",
+    "tensors",
+    "meta",
+    "metrics",
+)
+CLIENT_STATE = "protofl.client_state"  # the record in ``context.state`` (never sent)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a receiver accepts: the weights' layout, the classes and the feature size."""
+
+    weights: Mapping[str, tuple[tuple[int, ...], torch.dtype]]
+    num_classes: int
+    feature_dim: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @staticmethod
+    def like(
+        weights: StateDict, num_classes: int, feature_dim: int, device: torch.device | None = None
+    ) -> Expected:
+        layout = {key: (tuple(value.shape), value.dtype) for key, value in weights.items()}
+        first = next(iter(weights.values()), None)
+        where = device or (first.device if first is not None else torch.device("cpu"))
+        return Expected(layout, num_classes, feature_dim, where)
+
+
+def encode_server_message(message: ServerMessage) -> RecordDict:
+    """A fresh RecordDict for one node (records are never shared between messages)."""
+    content = RecordDict({WEIGHTS: encode_tensors(message.weights)})
+    meta = ConfigRecord({"round": message.round})
+    _put_prototypes(content, meta, message.prototypes)
+    if message.tensors:
+        content[TENSORS] = encode_tensors(message.tensors)
+    content[META] = meta
+    return content
+
+
+def decode_server_message(content: RecordDict, expected: Expected) -> ServerMessage:
+    """The server's message, checked against the client's own model and task."""
+    meta = _config(content, "server message")
+    round_index = _int(meta, "round", "server message", minimum=1)
+    return ServerMessage(
+        round=round_index,
+        weights=_weights(content, expected, "server message"),
+        prototypes=_prototypes(content, meta, expected, "server message"),
+        tensors=_extras(content, expected.device, "server message"),
+    )
+
+
+def encode_client_update(update: ClientUpdate, client_index: int) -> RecordDict:
+    content = RecordDict({WEIGHTS: encode_tensors(update.weights)})
+    meta = ConfigRecord(
+        {
+            "client_id": update.client_id,
+            "client_index": client_index,
+            "num_samples": update.num_samples,
+        }
+    )
+    _put_prototypes(content, meta, update.prototypes)
+    if update.tensors:
+        content[TENSORS] = encode_tensors(update.tensors)
+    content[META] = meta
+    content[METRICS] = MetricRecord({key: float(value) for key, value in update.metrics.items()})
+    return content
+
+
+def decode_client_update(
+    content: RecordDict, expected: Expected, sender: str = "client"
+) -> tuple[ClientUpdate, int]:
+    """A client's update and its index in the federation, checked against the global model."""
+    update, index, problem = screen_client_update(content, expected, sender)
+    if problem is not None:
+        raise PayloadError(problem)
+    return update, index
+
+
+def screen_client_update(
+    content: RecordDict, expected: Expected, sender: str = "client"
+) -> tuple[ClientUpdate, int, str | None]:
+    """Like :func:`decode_client_update`, but as the simulator screens updates: malformed
+    prototypes are dropped (the third element says why) while the weights still count; any
+    other fault raises :class:`PayloadError`."""
+    meta = _config(content, sender)
+    client_id = meta.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        raise PayloadError(
+            f"{sender}: meta['client_id'] must be a non-empty string; got {client_id!r}."
+        )
+    where = f"{sender} (client {client_id!r})"
+    index = _int(meta, "client_index", where, minimum=0)
+    num_samples = _int(meta, "num_samples", where, minimum=1)
+    weights = _weights(content, expected, where)
+    metrics, extras = _metrics(content, where), _extras(content, expected.device, where)
+    try:
+        prototypes, problem = _prototypes(content, meta, expected, where), None
+    except PayloadError as err:
+        prototypes, problem = None, str(err)
+    update = ClientUpdate(client_id, num_samples, weights, prototypes, metrics, extras)
+    return update, index, problem
+
+
+def encode_tensors(tensors: StateDict) -> ArrayRecord:
+    """Named tensors as an ArrayRecord (numpy ``.npy`` bytes, never pickled)."""
+    return ArrayRecord({key: Array(value.detach().cpu().numpy()) for key, value in tensors.items()})
+
+
+def decode_tensors(
+    record: ArrayRecord, where: str, device: torch.device | str = "cpu"
+) -> StateDict:
+    """Every array of ``record`` as a tensor; unreadable or non-numeric arrays are refused."""
+    return {key: _tensor(array, f"{where}[{key!r}]").to(device) for key, array in record.items()}
+
+
+def store_client_state(state: RecordDict, tensors: StateDict) -> None:
+    """Keep a client's private state in ``context.state`` (it never leaves the node)."""
+    if tensors:
+        state[CLIENT_STATE] = encode_tensors(tensors)
+
+
+def load_client_state(state: RecordDict, device: torch.device | str = "cpu") -> StateDict:
+    record = state.array_records.get(CLIENT_STATE)
+    return decode_tensors(record, "context.state", device) if record is not None else {}
+
+
+# ---- prototypes ---------------------------------------------------------------------------
+
+
+def _put_prototypes(content: RecordDict, meta: ConfigRecord, prototypes: Prototypes | None) -> None:
+    if prototypes is None:
+        return
+    vectors, support = ArrayRecord(), ConfigRecord()
+    for cls in torch.unique(prototypes.labels).tolist():  # sorted: the order is kept exactly
+        rows = prototypes.labels == cls
+        vectors[str(cls)] = Array(prototypes.vectors[rows].detach().cpu().numpy())  # [k, D]
+        support[str(cls)] = [int(n) for n in prototypes.support[rows].tolist()]
+    content[PROTOTYPES], content[SUPPORT] = vectors, support
+    meta["prototype_dim"] = prototypes.dim
+
+
+def _prototypes(
+    content: RecordDict, meta: ConfigRecord, expected: Expected, where: str
+) -> Prototypes | None:
+    vectors = content.array_records.get(PROTOTYPES)
+    if vectors is None:
+        return None
+    name = f"{where}: prototypes"
+    support = content.config_records.get(SUPPORT)
+    if support is None:
+        raise PayloadError(f"{name}: the {SUPPORT!r} record is missing.")
+    dim = _int(meta, "prototype_dim", where, minimum=1)
+    if dim != expected.feature_dim:
+        raise PayloadError(
+            f"{name}: feature size {dim} does not match the model's {expected.feature_dim}."
+        )
+    classes = sorted(_class_id(key, expected.num_classes, name) for key in vectors)
+    supported = sorted(_class_id(key, expected.num_classes, name) for key in support)
+    if classes != supported:
+        raise PayloadError(
+            f"{name}: classes with vectors {classes} differ from classes with support {supported}."
+        )
+    parts = [
+        _class_prototypes(str(cls), vectors[str(cls)], support[str(cls)], expected, name)
+        for cls in classes
+    ]
+    if not parts:
+        return Prototypes.empty(dim).to(expected.device)
+    merged = Prototypes.concat(parts).validate(expected.num_classes, dim, name)
+    return merged.to(expected.device)
+
+
+def _class_id(key: str, num_classes: int, name: str) -> int:
+    if not key.isdecimal() or key != str(int(key)) or not 0 <= int(key) < num_classes:
+        raise PayloadError(
+            f"{name}: key {key!r} is not a known class; expected a class id in "
+            f"0..{num_classes - 1} written in decimal."
+        )
+    return int(key)
+
+
+def _class_prototypes(
+    key: str, array: Array, support: Any, expected: Expected, name: str
+) -> Prototypes:
+    where = f"{name}[{key!r}]"
+    vectors = _tensor(array, where)
+    if (
+        vectors.dtype != torch.float32
+        or vectors.ndim != 2
+        or vectors.shape[1] != expected.feature_dim
+    ):
+        raise PayloadError(
+            f"{where}: expected a float32 [k, {expected.feature_dim}] array; got "
+            f"{vectors.dtype} {tuple(vectors.shape)}."
+        )
+    if vectors.shape[0] == 0:
+        raise PayloadError(f"{where}: a class entry must hold at least one prototype; got none.")
+    counts = support if isinstance(support, list) else [support]
+    if len(counts) != vectors.shape[0] or not all(_is_int(n) and n >= 0 for n in counts):
+        raise PayloadError(
+            f"{where}: expected {vectors.shape[0]} non-negative integer support counts; got "
+            f"{_preview(counts)}."
+        )
+    k = vectors.shape[0]
+    labels = torch.full((k,), int(key), dtype=torch.int64)
+    return Prototypes(vectors, labels, torch.tensor(counts, dtype=torch.int64))
+
+
+# ---- weights, extras, scalars -------------------------------------------------------------
+
+
+def _weights(content: RecordDict, expected: Expected, where: str) -> StateDict:
+    record = content.array_records.get(WEIGHTS)
+    if record is None:
+        raise PayloadError(f"{where}: the {WEIGHTS!r} record is missing.")
+    missing = sorted(set(expected.weights) - set(record))
+    extra = sorted(set(record) - set(expected.weights))
+    if missing or extra:
+        raise PayloadError(
+            f"{where}: weights do not match the model: missing {_preview(missing)}, unexpected "
+            f"{_preview(extra)}. Fix: server and clients must build the same model."
+        )
+    weights = {}
+    for key, (shape, dtype) in expected.weights.items():
+        tensor = _tensor(record[key], f"{where}: weights[{key!r}]")
+        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
+            raise PayloadError(
+                f"{where}: weights[{key!r}]: expected {dtype} {list(shape)}; got "
+                f"{tensor.dtype} {list(tensor.shape)}."
+            )
+        _check_finite(tensor, f"{where}: weights[{key!r}]")
+        weights[key] = tensor.to(expected.device)
+    return weights
+
+
+def _extras(content: RecordDict, device: torch.device, where: str) -> StateDict:
+    record = content.array_records.get(TENSORS)
+    if record is None:
+        return {}
+    tensors = decode_tensors(record, f"{where}: tensors", device)
+    for key, tensor in tensors.items():
+        _check_finite(tensor, f"{where}: tensors[{key!r}]")
+    return tensors
+
+
+def _metrics(content: RecordDict, where: str) -> dict[str, float]:
+    record = content.metric_records.get(METRICS)
+    if record is None:
+        return {}
+    metrics = {}
+    for key, raw in record.items():
+        value: Any = raw
+        if not _is_number(value) or not math.isfinite(value):
+            raise PayloadError(f"{where}: metrics[{key!r}] must be a finite number; got {value!r}.")
+        metrics[key] = float(value)
+    return metrics
+
+
+def _tensor(array: Any, where: str) -> torch.Tensor:
+    if not isinstance(array, Array):
+        raise PayloadError(f"{where}: expected a flwr Array; got {type(array).__name__}.")
+    try:
+        values = array.numpy()
+    except Exception as err:  # np.load's errors on corrupt or pickled bytes vary by cause
+        raise PayloadError(
+            f"{where}: cannot read the array ({type(err).__name__}: {err})."
+        ) from err
+    if values.dtype.kind not in "biuf" or tuple(values.shape) != tuple(array.shape):
+        raise PayloadError(
+            f"{where}: expected a numeric array of the declared shape {tuple(array.shape)}; got "
+            f"{values.dtype} {tuple(values.shape)}."
+        )
+    try:
+        return torch.from_numpy(np.array(values, dtype=values.dtype.newbyteorder("="), copy=True))
+    except TypeError as err:  # a numpy dtype torch has no type for
+        raise PayloadError(f"{where}: unsupported dtype {values.dtype} ({err}).") from err
+
+
+def _check_finite(tensor: torch.Tensor, where: str) -> None:
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        bad = tensor[~torch.isfinite(tensor)].flatten()[:3].tolist()
+        raise PayloadError(f"{where}: contains non-finite values, e.g. {bad}.")
+
+
+def _config(content: RecordDict, where: str) -> ConfigRecord:
+    meta = content.config_records.get(META)
+    if meta is None:
+        raise PayloadError(
+            f"{where}: the {META!r} record is missing; is the sender a protofl app of the same "
+            "version?"
+        )
+    return meta
+
+
+def _int(meta: ConfigRecord, key: str, where: str, minimum: int) -> int:
+    value: Any = meta.get(key)
+    if not _is_int(value) or value < minimum:
+        raise PayloadError(
+            f"{where}: meta[{key!r}] must be an integer >= {minimum}; got {value!r}."
+        )
+    return int(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _preview(items: list[Any]) -> str:
+    shown = ", ".join(repr(item) for item in items[:3])
+    return f"[{shown}{', ...' if len(items) > 3 else ''}]"

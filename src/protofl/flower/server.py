@@ -1,0 +1,179 @@
+"""The generic Flower ServerApp: build the server side, run the strategy, write the results.
+
+The server initialises the model exactly as ``protofl run`` does (seeded from the config),
+evaluates the global model on every domain's test split after each round, and writes the
+same ``config.json``, ``metrics.jsonl`` and ``summary.json`` (:mod:`protofl.results`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from torch import nn
+
+from protofl import results
+from protofl.api import prepare, resolve_device
+from protofl.config import RunConfig, dumps
+from protofl.data.user import ClientArrays, federation_from_arrays
+from protofl.engine.precision import resolve_precision
+from protofl.flower.client import algorithm_for, privacy_of
+from protofl.flower.settings import FlowerSettings, settings_from_run_config
+from protofl.flower.strategy import ProtoflStrategy, ServerSetup
+from protofl.privacy import epsilons
+from protofl.sim.simulator import RoundRecord
+
+logger = logging.getLogger(__name__)
+
+ServerLoader = Callable[[Context], ServerSetup]
+
+
+@dataclass(frozen=True, eq=False)
+class FlowerResult:
+    """What a Flower run produced on the server."""
+
+    history: list[RoundRecord]
+    summary: dict[str, Any]
+    strategy: ProtoflStrategy
+    out_dir: Path | None
+
+
+def server_app(
+    loader: ServerLoader | None = None,
+    write: bool = True,
+    collect: Callable[[FlowerResult], None] | None = None,
+) -> ServerApp:
+    """A ServerApp that runs the configured algorithm and writes the result files;
+    ``collect`` receives the :class:`FlowerResult` when the run ends."""
+    load = loader or benchmark_server
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        log_to_stderr()
+        result = run_server(grid, load(context), write=write)
+        if collect is not None:
+            collect(result)
+
+    return app
+
+
+def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResult:
+    """Run every round over ``grid``; with ``write``, save results as ``protofl run`` does."""
+    config = setup.config
+    out_dir = None
+    if write:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        default = Path("runs") / f"{config.algorithm}-{config.benchmark}-flower-{stamp}"
+        out_dir = results.prepare_out_dir(Path(config.out) if config.out else default)
+        resolved = {**setup.resolved, "flower": _settings_dict(setup.settings)}
+        (out_dir / "config.json").write_text(dumps(config, {"resolved": resolved}) + "\n")
+        logger.info("writing results to %s", out_dir.resolve())
+    strategy = ProtoflStrategy(setup)
+    started = time.perf_counter()
+
+    def after_round(record: RoundRecord) -> None:
+        if out_dir is not None:
+            results.append_round(out_dir, record)
+
+    history = strategy.run(grid, after_round)
+    summary = results.summarise(history, time.perf_counter() - started)
+    if out_dir is not None:
+        results.write_json(out_dir / "summary.json", summary)
+    return FlowerResult(history, summary, strategy, out_dir)
+
+
+def benchmark_server(context: Context) -> ServerSetup:
+    """The server side of the run config's benchmark, set up as ``protofl.api.prepare`` does."""
+    config, settings = settings_from_run_config(context.run_config)
+    return server_from_config(config, settings)
+
+
+def server_from_config(config: RunConfig, settings: FlowerSettings | None = None) -> ServerSetup:
+    simulation, resolved = prepare(config)
+    return ServerSetup(
+        algorithm=simulation.algorithm,
+        model=simulation.model,
+        test_sets=simulation.federation.test_sets,
+        num_classes=simulation.federation.num_classes,
+        feature_dim=int(resolved["feature_dim"]),
+        config=config,
+        settings=settings or FlowerSettings(),
+        num_clients=len(simulation.federation.clients),
+        precision=simulation.precision,
+        privacy=simulation.privacy,
+        resolved=resolved,
+    )
+
+
+def server_from_arrays(
+    test_sets: Mapping[str, tuple[Any, Any]],
+    model: nn.Module,
+    config: RunConfig,
+    num_classes: int,
+    settings: FlowerSettings | None = None,
+    num_clients: int | None = None,
+) -> ServerSetup:
+    """The server side for users' own arrays: ``model`` with its initial weights, and the
+    ``{domain: (x, y)}`` test sets the global model is evaluated on after every round.
+
+    ``num_clients`` is the federation's size (default: ``flower.num_nodes``, else unknown);
+    FedDyn scales its server correction by the share of clients that answered.
+    """
+    settings = settings or FlowerSettings()
+    size = num_clients if num_clients is not None else (settings.num_nodes or None)
+    domain, (x, y) = next(iter(test_sets.items()))
+    # federation_from_arrays validates the test sets; the one placeholder client is unused.
+    federation = federation_from_arrays(
+        [ClientArrays(x[:2], y[:2], domain)], test_sets, num_classes, config.augment
+    )
+    device = resolve_device(config.device)
+    model = model.to(device)
+    federation = federation.to(device)
+    first = federation.test_sets[0]
+    example = first.transform.eval(first.data.inputs[:2])
+    algorithm, feature_dim = algorithm_for(config, model, example, num_classes, size or 0)
+    precision = resolve_precision(config.precision, device)
+    privacy = privacy_of(config)
+    return ServerSetup(
+        algorithm=algorithm,
+        model=precision.prepare_model(model),
+        test_sets=federation.test_sets,
+        num_classes=num_classes,
+        feature_dim=feature_dim,
+        config=config,
+        settings=settings,
+        num_clients=size,
+        precision=precision,
+        privacy=privacy,
+        resolved={
+            "device": str(device),
+            "precision": precision.name,
+            "privacy_epsilon_planned": epsilons(privacy, config.rounds)[-1]
+            if privacy.enabled
+            else None,
+            "feature_dim": feature_dim,
+        },
+    )
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """Show protofl's log lines in a Flower app process (Flower streams its stderr)."""
+    package = logging.getLogger("protofl")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        package.addHandler(handler)
+        package.setLevel(level)
+
+
+def _settings_dict(settings: FlowerSettings) -> dict[str, Any]:
+    return dataclasses.asdict(settings)

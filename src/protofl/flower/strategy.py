@@ -1,0 +1,251 @@
+"""The generic server strategy: the simulator's round loop, with Flower messages as transport.
+
+Each round: ``algorithm.message(state)`` is encoded for every connected node, sent with a
+timeout, the replies are decoded and validated into :class:`~protofl.payloads.ClientUpdate`
+s (a bad or failed reply is logged and that client dropped for the round), the updates are
+put in federation order, ``algorithm.aggregate`` folds them into the new
+:class:`~protofl.payloads.GlobalState`, and the global model is tested on every domain.
+Fewer than ``flower.min_clients`` valid updates stops the run with a
+:class:`~protofl.errors.TrainingError`; nothing waits without a timeout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from flwr.app import Message
+from torch import nn
+
+from protofl.aggregation import RunningAverage
+from protofl.algorithms import Algorithm
+from protofl.algorithms.base import RoundUpdates
+from protofl.config import RunConfig
+from protofl.engine.client import NO_PRIVACY, copy_state
+from protofl.engine.data import TestSet
+from protofl.engine.evaluate import evaluate, mean_accuracy
+from protofl.engine.precision import FP32, Precision
+from protofl.errors import PayloadError, TrainingError
+from protofl.flower.codec import Expected, encode_server_message, screen_client_update
+from protofl.flower.settings import FlowerSettings
+from protofl.payloads import ClientUpdate, GlobalState
+from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.sim.simulator import RoundRecord, _weighted_metrics
+
+logger = logging.getLogger(__name__)
+
+TRAIN = "train"  # the message type the ClientApp's @app.train() handler answers
+
+
+class Grid(Protocol):
+    """The part of ``flwr.serverapp.Grid`` the strategy uses (a fake one in tests)."""
+
+    def get_node_ids(self) -> Iterable[int]: ...
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]: ...
+
+
+@dataclass(eq=False)
+class ServerSetup:
+    """What the server needs: the algorithm, the global model, the test sets, the settings."""
+
+    algorithm: Algorithm
+    model: nn.Module  # the global model, on the server's device, with its initial weights
+    test_sets: tuple[TestSet, ...]
+    num_classes: int
+    feature_dim: int
+    config: RunConfig
+    settings: FlowerSettings
+    num_clients: int | None = None  # the federation's size when the server knows it
+    precision: Precision = FP32  # of the server's evaluation, as the simulator's
+    privacy: PrototypePrivacy = NO_PRIVACY  # what the clients apply; the server accounts it
+    resolved: dict[str, Any] = field(default_factory=dict)  # written into config.json
+
+
+class ProtoflStrategy:
+    """Runs any registered algorithm over a Grid, round by round, holding the GlobalState."""
+
+    def __init__(
+        self,
+        setup: ServerSetup,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.setup = setup
+        self.state: GlobalState = setup.algorithm.init_state(copy_state(setup.model))
+        self.history: list[RoundRecord] = []
+        self._clock, self._sleep = clock, sleep
+
+    def run(
+        self, grid: Grid, after_round: Callable[[RoundRecord], None] | None = None
+    ) -> list[RoundRecord]:
+        """Wait for the nodes, then run rounds until ``config.rounds`` are completed."""
+        self.wait_for_nodes(grid)
+        while self.state.round < self.setup.config.rounds:
+            record = self.run_round(grid)
+            if after_round is not None:
+                after_round(record)
+        return self.history
+
+    def wait_for_nodes(self, grid: Grid) -> list[int]:
+        """Poll until the expected SuperNodes are connected, or until the node timeout."""
+        settings = self.setup.settings
+        wanted = settings.num_nodes or self.setup.num_clients or settings.min_clients
+        deadline = self._clock() + settings.node_timeout
+        nodes = sorted(grid.get_node_ids())
+        while len(nodes) < wanted and self._clock() < deadline:
+            self._sleep(1.0)
+            nodes = sorted(grid.get_node_ids())
+        if len(nodes) < settings.min_clients:
+            raise _stop(
+                f"only {len(nodes)} SuperNode(s) connected after {settings.node_timeout:g} s; "
+                f"flower.min_clients is {settings.min_clients}. Fix: start more SuperNodes, or "
+                "lower flower.min_clients."
+            )
+        if len(nodes) < wanted:
+            logger.warning(
+                "%d of %d expected SuperNodes connected after %g s; going on with them.",
+                len(nodes),
+                wanted,
+                settings.node_timeout,
+            )
+        return nodes
+
+    def configure_train(self, grid: Grid) -> list[Message]:
+        """One message per connected node, each with its own freshly encoded content."""
+        message = self.setup.algorithm.message(self.state)
+        ttl = self.setup.settings.round_timeout
+        return [
+            Message(
+                encode_server_message(message), node, TRAIN, ttl=ttl, group_id=str(message.round)
+            )
+            for node in sorted(grid.get_node_ids())
+        ]
+
+    def aggregate_train(
+        self, round_index: int, sent: Sequence[Message], replies: Iterable[Message]
+    ) -> tuple[RoundUpdates, dict[str, str]]:
+        """The valid updates in federation order, their weights folded into running averages
+        as the simulator folds them, and ``{client or node: why}`` for everyone left out."""
+        received, rejected = self._collect(round_index, sent, replies)
+        minimum = self.setup.settings.min_clients
+        if len(received) < minimum:
+            raise _stop(
+                f"round {round_index}: only {len(received)} of {len(sent)} clients returned a "
+                f"valid update ({', '.join(u.client_id for u in received.values()) or 'none'}); "
+                f"flower.min_clients is {minimum}. Left out: "
+                + "; ".join(f"{who}: {why}" for who, why in rejected.items())
+            )
+        by_samples, uniform = RunningAverage(), RunningAverage()
+        kept = []
+        for index in sorted(received):  # the simulator's order, so sums round the same way
+            update = received[index]
+            by_samples.add(update.weights, update.num_samples)
+            uniform.add(update.weights, 1.0)
+            kept.append(dataclasses.replace(update, weights={}))
+        return RoundUpdates(kept, by_samples.result(), uniform.result()), rejected
+
+    def run_round(self, grid: Grid) -> RoundRecord:
+        """Send, receive, aggregate, evaluate: one round, recorded as the simulator does."""
+        messages = self.configure_train(grid)
+        round_index = self.state.round + 1
+        if len(messages) < self.setup.settings.min_clients:
+            raise _stop(
+                f"round {round_index}: only {len(messages)} SuperNode(s) connected; "
+                f"flower.min_clients is {self.setup.settings.min_clients}."
+            )
+        started = time.perf_counter()
+        replies = grid.send_and_receive(messages, timeout=self.setup.settings.round_timeout)
+        updates, rejected = self.aggregate_train(round_index, messages, replies)
+        self.state = self.setup.algorithm.aggregate(self.state, updates)
+        trained = time.perf_counter()
+        self.setup.model.load_state_dict(self.state.weights)
+        per_domain = evaluate(
+            self.setup.model,
+            self.setup.test_sets,
+            self.setup.config.eval_batch_size,
+            self.setup.precision,
+        )
+        privacy = self.setup.privacy
+        record = RoundRecord(
+            round=self.state.round,
+            per_domain_accuracy=per_domain,
+            mean_accuracy=mean_accuracy(per_domain),
+            train=_weighted_metrics(updates),
+            clients={u.client_id: u.metrics for u in updates},
+            num_prototypes=len(self.state.prototypes) if self.state.prototypes else 0,
+            train_seconds=trained - started,
+            eval_seconds=time.perf_counter() - trained,
+            rejected=rejected,
+            privacy_epsilon=epsilons(privacy, self.state.round)[-1] if privacy.enabled else None,
+        )
+        self.history.append(record)
+        logger.info(
+            "round %d: %d clients, mean accuracy %.4f",
+            record.round,
+            len(updates),
+            record.mean_accuracy,
+        )
+        return record
+
+    def _collect(
+        self, round_index: int, sent: Sequence[Message], replies: Iterable[Message]
+    ) -> tuple[dict[int, ClientUpdate], dict[str, str]]:
+        """Decode every reply; log and note each failed, bad, repeated or missing one."""
+        expected = Expected.like(self.state.weights, self.setup.num_classes, self.setup.feature_dim)
+        received: dict[int, ClientUpdate] = {}
+        rejected: dict[str, str] = {}
+        # Map each reply to the node it was sent to: an error reply the SuperLink makes for
+        # an unreachable node comes from the SuperLink's own node id, not the node's.
+        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+        answered: set[int] = set()
+        for reply in replies:
+            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            answered.add(node)
+            decoded = self._decode(node, reply, expected)
+            if isinstance(decoded, str):
+                rejected[f"node {node}"] = decoded
+                continue
+            update, index, problem = decoded
+            if problem is not None:  # as the simulator: bad prototypes out, weights still in
+                rejected[update.client_id] = f"prototypes rejected: {problem}"
+            if index in received:
+                rejected[f"node {node}"] = (
+                    f"sent client index {index} ({update.client_id}) again; dropped. "
+                    "Fix: give every SuperNode its own partition-id."
+                )
+            else:
+                received[index] = update
+        timeout = self.setup.settings.round_timeout
+        for node in sorted({m.metadata.dst_node_id for m in sent} - answered):
+            rejected[f"node {node}"] = f"no reply within {timeout:g} s; going on without it"
+        for who, why in rejected.items():
+            logger.warning("round %d, %s: %s", round_index, who, why)
+        return received, rejected
+
+    def _decode(
+        self, node: int, reply: Message, expected: Expected
+    ) -> tuple[ClientUpdate, int, str | None] | str:
+        """The reply's update, client index and any prototype problem, or why the whole
+        update is left out of the round."""
+        if reply.has_error():
+            return f"failed (error {reply.error.code}: {reply.error.reason})"
+        try:
+            update, index, problem = screen_client_update(reply.content, expected, f"node {node}")
+        except PayloadError as err:
+            return f"update rejected: {err}"
+        known = self.setup.num_clients
+        if known is not None and index >= known:
+            return f"client index {index} is outside the federation's 0..{known - 1}"
+        return update, index, problem
+
+
+def _stop(reason: str) -> TrainingError:
+    logger.error("stopping: %s", reason)
+    return TrainingError(reason)
