@@ -81,8 +81,10 @@ def test_resume_refuses_changed_settings(
     assert code == 2
     message = capsys.readouterr().err
     assert "seed (saved 5, given 6)" in message and "lr (saved 0.01, given 0.5)" in message
-    # settings equal to the saved ones are fine (nothing left to do: round 1 of 1 is done)
+    # settings equal to the saved ones are fine (nothing left to do: round 1 of 1 is done),
+    # and so is another thread count, which changes how the run executes, not what it is
     assert main(["run", "--resume", str(folder), "--quiet", "--seed", "5"]) == 0
+    assert main(["run", "--resume", str(folder), "--quiet", "--set", "threads=1"]) == 0
 
 
 def test_resume_without_checkpoint_or_config(

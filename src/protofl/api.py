@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -47,6 +48,11 @@ from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Observer, RoundRecord, Simulation
 
 logger = logging.getLogger(__name__)
+
+# Settings that say how a run executes, not what it computes: a resumed run may change them.
+# (threads can change the order of float sums, so the last digits may differ from an
+# uninterrupted run; everything else stays exactly the same.)
+EXECUTION_ONLY = frozenset({"out", "threads"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,8 +172,6 @@ def _simulation(
 
 
 def _as_dict(options: Any) -> dict[str, Any]:
-    import dataclasses
-
     return dataclasses.asdict(options)
 
 
@@ -222,7 +226,7 @@ def resume(
     saved = config_from_dict(json.loads(saved_path.read_text()))
     if changes:
         wanted = build_config(merge(as_settings(saved), changes), ALGORITHMS.names())
-        changed = [key for key in differences(saved, wanted) if key != "out"]
+        changed = [key for key in differences(saved, wanted) if key not in EXECUTION_ONLY]
         if changed:
             listing = ", ".join(
                 f"{k} (saved {getattr(saved, k)!r}, given {getattr(wanted, k)!r})" for k in changed
@@ -231,6 +235,8 @@ def resume(
                 f"cannot resume {str(folder)!r} with other settings: {listing}. Resume without "
                 "them, or start a new run in another --out."
             )
+    if changes and "threads" in changes:
+        saved = dataclasses.replace(saved, threads=int(changes["threads"]))
     simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
     logger.info("resuming %s after round %d", folder, simulation.state.round)

@@ -88,7 +88,7 @@ def run_grid(plan: ComparePlan, observer_for: RunHook | None = None) -> list[Pat
 def _run_one(config: RunConfig, folder: Path, observer: Observer | None) -> RunResult:
     """Resume an interrupted run from its checkpoint, or start it afresh."""
     if (folder / "checkpoint.pt").exists():
-        return resume(folder, observer)
+        return resume(folder, observer, {"threads": config.threads})
     return run(config, observer, overwrite=True)
 
 
