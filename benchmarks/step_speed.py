@@ -34,6 +34,7 @@ from protofl.data.transforms import ImagePipeline
 from protofl.engine.data import ClientData, Federation, TensorSet, TestSet
 from protofl.engine.evaluate import evaluate
 from protofl.engine.local import LocalSettings
+from protofl.engine.precision import Precision, resolve_precision
 from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
 from protofl.models import build_model
 from protofl.payloads import Prototypes
@@ -70,9 +71,9 @@ def interleaved(
     return a, b
 
 
-def step_ratio(model_name: str, repeats: int) -> dict[str, float]:
+def step_ratio(model_name: str, repeats: int, precision: Precision) -> dict[str, float]:
     torch.manual_seed(0)
-    model = build_model(model_name, CLASSES)
+    model = precision.prepare_model(build_model(model_name, CLASSES))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
     pipeline = ImagePipeline()
     generator = torch.Generator().manual_seed(0)
@@ -82,8 +83,10 @@ def step_ratio(model_name: str, repeats: int) -> dict[str, float]:
     unbiased, has = class_means(clusters, CLASSES)
 
     def plain() -> None:
-        inputs = pipeline.train(raw, generator)
-        loss = F.cross_entropy(model.head(model.features(inputs)), labels)
+        inputs = precision.prepare_input(pipeline.train(raw, generator))
+        with precision.autocast():
+            logits = model.head(model.features(inputs))
+        loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -91,9 +94,12 @@ def step_ratio(model_name: str, repeats: int) -> dict[str, float]:
     accumulator = PrototypeAccumulator(CLASSES, model.feature_dim)
 
     def fpl() -> None:
-        inputs = pipeline.train(raw, generator)
-        features = model.features(inputs)
-        loss = F.cross_entropy(model.head(features), labels)
+        inputs = precision.prepare_input(pipeline.train(raw, generator))
+        with precision.autocast():
+            features = model.features(inputs)
+            logits = model.head(features)
+        features = features.float()
+        loss = F.cross_entropy(logits.float(), labels)
         loss = loss + cluster_contrastive_loss(
             features, labels, clusters.vectors, clusters.labels, 0.02
         )
@@ -139,6 +145,7 @@ def bare_round(
     clusters: Prototypes,
     seed: int,
     round_index: int,
+    precision: Precision,
 ) -> None:
     """The same work without the federation machinery: one loop, one average, one eval."""
     start = copy.deepcopy(model.state_dict())
@@ -157,9 +164,13 @@ def bare_round(
             order = client.indices[torch.randperm(len(client), generator=generator)]
             for batch in order.split(local.batch_size):
                 inputs = client.transform.train(client.source.inputs[batch], generator)
+                inputs = precision.prepare_input(inputs)
                 labels = client.source.labels[batch]
-                features = worker.features(inputs)
-                loss = F.cross_entropy(worker.head(features), labels)
+                with precision.autocast():
+                    features = worker.features(inputs)
+                    logits = worker.head(features)
+                features = features.float()
+                loss = F.cross_entropy(logits.float(), labels)
                 loss = loss + cluster_contrastive_loss(
                     features, labels, clusters.vectors, clusters.labels, 0.02
                 )
@@ -170,16 +181,19 @@ def bare_round(
         states.append({k: v.detach().clone() for k, v in worker.state_dict().items()})
         counts.append(len(client))
     model.load_state_dict(weighted_average(states, sample_weights(counts)))
-    evaluate(model, federation.test_sets, 1024)
+    evaluate(model, federation.test_sets, 1024, precision)
 
 
-def round_ratio(model_name: str, repeats: int, clients: int, per_client: int) -> dict[str, float]:
+def round_ratio(
+    model_name: str, repeats: int, clients: int, per_client: int, precision: Precision
+) -> dict[str, float]:
     torch.manual_seed(0)
-    model = build_model(model_name, CLASSES)
+    model = precision.prepare_model(build_model(model_name, CLASSES))
     federation = small_federation(clients, per_client)
     local = LocalSettings(epochs=1, batch_size=64)
     context = AlgorithmContext(CLASSES, model.feature_dim, rounds=100)
-    simulation = Simulation.start(build_algorithm("fpl", {}, context), model, federation, local)
+    algorithm = build_algorithm("fpl", {}, context)
+    simulation = Simulation.start(algorithm, model, federation, local, precision=precision)
     simulation.step(100)  # round 1 collects prototypes; later rounds use them
     clusters = simulation.state.prototypes or realistic_prototypes(model.feature_dim)
     bare_model, worker = copy.deepcopy(model), copy.deepcopy(model)
@@ -188,7 +202,7 @@ def round_ratio(model_name: str, repeats: int, clients: int, per_client: int) ->
         simulation.step(10**6)
 
     def bare() -> None:
-        bare_round(bare_model, worker, federation, local, clusters, 0, 2)
+        bare_round(bare_model, worker, federation, local, clusters, 0, 2, precision)
 
     sim_times, bare_times = interleaved(simulated, bare, repeats)
     sim_s, bare_s = statistics.median(sim_times), statistics.median(bare_times)
@@ -225,11 +239,16 @@ def main() -> None:
     parser.add_argument("--round-repeats", type=int, default=5)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--samples-per-client", type=int, default=128)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    step = step_ratio(args.model, args.repeats)
-    round_ = round_ratio(args.model, args.round_repeats, args.clients, args.samples_per_client)
-    print(f"model {args.model}, batch 64, 32x32, {torch.get_num_threads()} threads")
+    precision = resolve_precision(args.precision, torch.device("cpu"))
+    step = step_ratio(args.model, args.repeats, precision)
+    round_ = round_ratio(
+        args.model, args.round_repeats, args.clients, args.samples_per_client, precision
+    )
+    threads = torch.get_num_threads()
+    print(f"model {args.model}, batch 64, 32x32, {threads} threads, {precision.name}")
     print(f"{'measure':<34}{'protofl':>12}{'baseline':>12}{'ratio':>8}")
     rows = [
         ("FPL step / CE step (ms)", step["fpl_step_ms"], step["ce_step_ms"], step["ratio"]),
@@ -240,6 +259,7 @@ def main() -> None:
     if args.json:
         payload = {
             "model": args.model,
+            "precision": precision.name,
             "step": step,
             "round": round_,
             "machine": machine(),

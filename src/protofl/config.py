@@ -87,6 +87,15 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
+def preset_summary(name: str) -> str:
+    """A shipped preset's ``# summary:`` line (or its first comment line)."""
+    text = resources.files("protofl").joinpath(PRESET_DIR, f"{name}.toml").read_text()
+    lines = text.splitlines()
+    summary = next((line for line in lines if line.startswith("# summary:")), None)
+    first = summary or next((line for line in lines if line.startswith("#")), "")
+    return first.removeprefix("# summary:").lstrip("# ").strip()
+
+
 def load_preset(name_or_path: str) -> dict[str, Any]:
     """A shipped preset by name, or a TOML file by path, as a nested dict."""
     path = Path(name_or_path)

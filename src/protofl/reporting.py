@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from protofl.api import RunResult
-from protofl.config import RunConfig, list_presets
+from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.sim.simulator import RoundRecord
 
 
@@ -103,7 +103,7 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
 def print_listing(console: Console) -> None:
     from protofl.algorithms import ALGORITHMS
     from protofl.data.benchmarks import BENCHMARKS
-    from protofl.models import MODELS
+    from protofl.models import MODEL_SUMMARIES, MODELS
 
     table = Table(title="protofl")
     table.add_column("kind")
@@ -115,7 +115,7 @@ def print_listing(console: Console) -> None:
         spec = BENCHMARKS.get(name)
         table.add_row("benchmark", name, f"{spec.summary}; domains {', '.join(spec.domains)}")
     for name in MODELS:
-        table.add_row("model", name, "")
+        table.add_row("model", name, MODEL_SUMMARIES.get(name, ""))
     for name in list_presets():
-        table.add_row("preset", name, "")
+        table.add_row("preset", name, preset_summary(name))
     console.print(table)
