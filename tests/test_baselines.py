@@ -15,12 +15,11 @@ from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
 from protofl.algorithms.feddyn import LINEAR, linear_term_update, server_update
 from protofl.algorithms.fedopt import fedadam_step
 from protofl.algorithms.fedproc import prototype_weight
-from protofl.algorithms.fedproto import global_prototypes
 from protofl.algorithms.fpl import global_from_clusters
 from protofl.algorithms.moon import PREVIOUS
 from protofl.losses import dynamic_regularizer, model_contrastive_loss, proximal_loss
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
-from protofl.prototypes import cluster_prototypes
+from protofl.prototypes import cluster_prototypes, global_prototypes
 from test_algorithms import recorded_simulation
 
 

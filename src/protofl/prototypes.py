@@ -100,3 +100,14 @@ def class_means(
     has = totals > 0
     means = torch.where(has[:, None], sums / totals.clamp(min=1e-12)[:, None], 0.0)
     return means, has
+
+
+def global_prototypes(local: Prototypes, num_classes: int, weighted: bool) -> Prototypes:
+    """One prototype per class present: the mean of its local prototypes, weighted by their
+    sample counts (FedProto) or not (the FPL paper's Eq. 3). ``support`` is the number of
+    samples behind each."""
+    local = local.to("cpu")  # a small server-side computation; class_means works on CPU
+    means, has = class_means(local, num_classes, weighted=weighted)
+    samples = torch.zeros(num_classes, dtype=torch.int64).index_add_(0, local.labels, local.support)
+    classes = torch.nonzero(has).flatten()
+    return Prototypes(means[classes], classes, samples[classes])

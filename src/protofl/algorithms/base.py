@@ -145,6 +145,22 @@ class RoundUpdates(Sequence[ClientUpdate]):
         return len(self._updates)
 
 
+def received_prototypes(message: ServerMessage, model: nn.Module) -> Prototypes | None:
+    """The message's prototypes on the model's device (None when it carries none)."""
+    if message.prototypes is None:
+        return None
+    return message.prototypes.to(next(model.parameters()).device)
+
+
+def local_prototypes(updates: Sequence[ClientUpdate]) -> Prototypes | None:
+    """Every client's uploaded prototypes in one set (None when nobody sent any).
+
+    Updates reach ``aggregate`` screened: malformed prototypes were already dropped.
+    """
+    parts = [u.prototypes for u in updates if u.prototypes is not None and len(u.prototypes)]
+    return Prototypes.concat(parts) if parts else None
+
+
 def average_weights(updates: Sequence[ClientUpdate], by_samples: bool = True) -> StateDict:
     """The clients' weights averaged by local sample count (FedAvg), or uniformly."""
     if isinstance(updates, RoundUpdates):

@@ -44,11 +44,13 @@ from protofl.algorithms.base import (
     average_weights,
     broadcast,
     initial_state,
+    local_prototypes,
+    received_prototypes,
 )
-from protofl.algorithms.fedproto import collect_local_prototypes, global_prototypes
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.prototypes import global_prototypes
 
 
 def prototype_weight(round_index: int, rounds: int) -> float:
@@ -112,13 +114,12 @@ class FedProc:
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
     ) -> FedProcClientRound:
-        device = next(model.parameters()).device
-        prototypes = message.prototypes.to(device) if message.prototypes is not None else None
+        prototypes = received_prototypes(message, model)
         alpha = prototype_weight(message.round, self.context.rounds)
         return FedProcClientRound(self.config.temperature, prototypes, alpha)
 
     def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
         context = self.context
-        local = collect_local_prototypes(updates, context.num_classes, context.feature_dim)
+        local = local_prototypes(updates)
         prototypes = None if local is None else global_prototypes(local, context.num_classes, False)
         return GlobalState(state.round + 1, average_weights(updates), prototypes=prototypes)

@@ -40,34 +40,13 @@ from protofl.algorithms.base import (
     average_weights,
     broadcast,
     initial_state,
+    local_prototypes,
+    received_prototypes,
 )
 from protofl.errors import ConfigError
 from protofl.losses import unbiased_consistency_loss
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
-from protofl.prototypes import class_means
-
-
-def collect_local_prototypes(
-    updates: Sequence[ClientUpdate], num_classes: int, feature_dim: int
-) -> Prototypes | None:
-    """The clients' local prototypes, validated and concatenated; None when none came."""
-    local = [
-        u.prototypes.validate(num_classes, feature_dim, f"{u.client_id}.prototypes")
-        for u in updates
-        if u.prototypes is not None and len(u.prototypes)
-    ]
-    return Prototypes.concat(local) if local else None
-
-
-def global_prototypes(local: Prototypes, num_classes: int, weighted: bool) -> Prototypes:
-    """One prototype per class present: the mean of its local prototypes, weighted by their
-    sample counts (FedProto) or not (the FPL paper's Eq. 3). ``support`` is the number of
-    samples behind each."""
-    local = local.to("cpu")  # a small server-side computation; class_means works on CPU
-    means, has = class_means(local, num_classes, weighted=weighted)
-    samples = torch.zeros(num_classes, dtype=torch.int64).index_add_(0, local.labels, local.support)
-    classes = torch.nonzero(has).flatten()
-    return Prototypes(means[classes], classes, samples[classes])
+from protofl.prototypes import class_means, global_prototypes
 
 
 @dataclass(frozen=True)
@@ -127,13 +106,12 @@ class FedProto:
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
     ) -> FedProtoClientRound:
-        device = next(model.parameters()).device
-        prototypes = message.prototypes.to(device) if message.prototypes is not None else None
+        prototypes = received_prototypes(message, model)
         return FedProtoClientRound(self.config.proto_weight, prototypes, self.context.num_classes)
 
     def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
         context = self.context
-        local = collect_local_prototypes(updates, context.num_classes, context.feature_dim)
+        local = local_prototypes(updates)
         weighted = self.config.weight_by_samples
         prototypes = global_prototypes(local, context.num_classes, weighted) if local else None
         return GlobalState(state.round + 1, average_weights(updates), prototypes=prototypes)

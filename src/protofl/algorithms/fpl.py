@@ -43,6 +43,8 @@ from protofl.algorithms.base import (
     average_weights,
     broadcast,
     initial_state,
+    local_prototypes,
+    received_prototypes,
 )
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
@@ -157,17 +159,10 @@ class FPL:
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
     ) -> FPLClientRound:
-        device = next(model.parameters()).device
-        clusters = message.prototypes.to(device) if message.prototypes is not None else None
+        clusters = received_prototypes(message, model)
         return FPLClientRound(self.config, clusters, self.context.num_classes)
 
     def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
-        local = [
-            u.prototypes.validate(
-                self.context.num_classes, self.context.feature_dim, f"{u.client_id}.prototypes"
-            )
-            for u in updates
-            if u.prototypes is not None and len(u.prototypes)
-        ]
-        clusters = cluster_prototypes(Prototypes.concat(local)) if local else None
+        local = local_prototypes(updates)
+        clusters = cluster_prototypes(local) if local is not None else None
         return GlobalState(state.round + 1, average_weights(updates), prototypes=clusters)
