@@ -183,3 +183,19 @@ def test_a_one_sample_client_with_batch_norm_is_explained() -> None:
     )
     with pytest.raises(TrainingError, match=r"client tiny holds 1 sample.*BatchNorm"):
         train_locally(TinyNet(), client, NoHooks(), LocalSettings(), torch.Generator())
+
+
+def test_compiled_forward_gives_the_same_run() -> None:
+    """torch.compile is wired into the local loop; the "eager" backend checks the plumbing
+    without paying for code generation (inductor is for GPUs, minutes on this CPU)."""
+    clients, tests = tiny_clients()
+    results = []
+    for backend in ("", "eager"):
+        torch.manual_seed(0)
+        config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32",
+                           compile=backend)  # fmt: skip
+        results.append(train_federated(clients, tests, TinyNet(), config))
+    plain, compiled = results
+    assert plain.history[0].train == compiled.history[0].train
+    for key, value in plain.state.weights.items():
+        assert torch.equal(value, compiled.state.weights[key])

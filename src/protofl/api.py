@@ -154,9 +154,16 @@ def _simulation(
         config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
     )
     simulation = Simulation.start(
-        algorithm, model, federation, local, config.seed, config.eval_batch_size, precision
+        algorithm,
+        model,
+        federation,
+        local,
+        config.seed,
+        config.eval_batch_size,
+        precision,
+        privacy=privacy,
+        compile_backend=config.compile,
     )
-    simulation.privacy = privacy
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {
         **resolved,

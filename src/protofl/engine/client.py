@@ -8,7 +8,7 @@ from torch import nn
 
 from protofl.algorithms.base import Algorithm
 from protofl.engine.data import ClientData
-from protofl.engine.local import LocalSettings, train_locally
+from protofl.engine.local import Forward, LocalSettings, train_locally
 from protofl.engine.precision import FP32, Precision
 from protofl.payloads import ClientUpdate, ServerMessage, StateDict
 from protofl.privacy import PrototypePrivacy, privatize
@@ -33,6 +33,7 @@ def run_client_round(
     seed: int,
     precision: Precision = FP32,
     privacy: PrototypePrivacy = NO_PRIVACY,
+    forward: Forward | None = None,
 ) -> tuple[ClientUpdate, StateDict]:
     """Load the message's weights into ``worker``, train locally, return the update and the
     client's new private state (the old one when the algorithm keeps none)."""
@@ -49,6 +50,7 @@ def run_client_round(
             torch_generator(round_seed, device),
             where=f"round {message.round}, client {client.client_id}",
             precision=precision,
+            forward=forward,
         )
     result = hooks.finish(worker, outcome.prototypes)
     prototypes = result.prototypes

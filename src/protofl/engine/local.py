@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +40,24 @@ class LocalSettings:
             )
 
 
+Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def make_forward(model: nn.Module, compile_backend: str = "") -> Forward:
+    """``x -> (features, logits)`` for ``model``, compiled with ``torch.compile`` when a
+    backend is named (``"inductor"`` on a GPU). The compiled function stays tied to this
+    model object, whose weights the loops load in place each round."""
+
+    def forward(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = model.features(inputs)  # type: ignore[operator]
+        return features, model.head(features)  # type: ignore[operator]
+
+    if not compile_backend:
+        return forward
+    compiled: Forward = torch.compile(forward, backend=compile_backend)
+    return compiled
+
+
 @dataclass(frozen=True)
 class LocalOutcome:
     """Per-step means of every loss term (and train accuracy), plus local prototypes."""
@@ -56,6 +75,7 @@ def train_locally(
     generator: torch.Generator,
     where: str = "",
     precision: Precision = FP32,
+    forward: Forward | None = None,
 ) -> LocalOutcome:
     """Train ``model`` in place on ``data`` for ``settings.epochs`` epochs.
 
@@ -67,6 +87,7 @@ def train_locally(
     fp32 before any loss term or prototype sees them.
     """
     _check_trainable(model, data, where)
+    forward = forward or make_forward(model)
     model.train()
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -86,8 +107,7 @@ def train_locally(
             inputs = precision.prepare_input(inputs)
             labels = data.source.labels[batch_indices]
             with precision.autocast():
-                features = model.features(inputs)  # type: ignore[operator]
-                logits = model.head(features)  # type: ignore[operator]
+                features, logits = forward(inputs)
             features, logits = features.float(), logits.float()
             step = LocalStep(model, inputs, labels, features, logits)
             terms = {"ce": F.cross_entropy(logits, labels)}

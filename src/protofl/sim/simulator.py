@@ -22,7 +22,7 @@ from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate, mean_accuracy
-from protofl.engine.local import LocalSettings
+from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
@@ -71,12 +71,14 @@ class Simulation:
     eval_batch_size: int = 1024
     precision: Precision = FP32
     privacy: PrototypePrivacy = field(default_factory=PrototypePrivacy)
+    compile_backend: str = ""  # torch.compile backend for the local forward pass; "" off
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
+        self._forward = make_forward(self._worker, self.compile_backend)
         self._device = next(self.model.parameters()).device
         first = self.federation.clients[0]
         example = self.precision.prepare_input(
@@ -94,10 +96,23 @@ class Simulation:
         seed: int = 0,
         eval_batch_size: int = 1024,
         precision: Precision = FP32,
+        privacy: PrototypePrivacy | None = None,
+        compile_backend: str = "",
     ) -> Simulation:
         """A simulation at round 0, its global state taken from ``model``'s weights."""
         state = algorithm.init_state(copy_state(model))
-        return cls(algorithm, model, federation, local, state, seed, eval_batch_size, precision)
+        return cls(
+            algorithm,
+            model,
+            federation,
+            local,
+            state,
+            seed,
+            eval_batch_size,
+            precision,
+            privacy or PrototypePrivacy(),
+            compile_backend,
+        )
 
     def run(
         self,
@@ -181,6 +196,7 @@ class Simulation:
             self.seed,
             self.precision,
             self.privacy,
+            self._forward,
         )
         if new_state:
             self.client_states[client.client_id] = new_state
