@@ -33,6 +33,7 @@ from protofl.sim.simulator import Observer
 
 logger = logging.getLogger(__name__)
 LAST = results.LAST_ROUNDS
+DISPLAY_NAMES = {"mnist": "MNIST", "usps": "USPS", "svhn": "SVHN", "syn": "SYN", "dslr": "DSLR"}
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def _mean_std(values: list[float]) -> dict[str, float]:
 
 def markdown_table(table: dict[str, Any], meta: Mapping[str, Any]) -> str:
     domains = table["domains"]
-    names = {d: d if d.isupper() else d.capitalize() for d in domains}
+    names = {d: DISPLAY_NAMES.get(d, d.capitalize()) for d in domains}
     lines = [
         f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds, "
         f"mean ± std over seeds {', '.join(map(str, table['seeds']))}.",

@@ -25,15 +25,24 @@ def _pyplot() -> Any:
     return plt
 
 
+def _colours(plt: Any, count: int) -> list[Any]:
+    """Distinct colours for up to 20 series (tab10 repeats after ten)."""
+    palette = plt.get_cmap("tab10" if count <= 10 else "tab20")
+    return [palette(i % palette.N) for i in range(count)]
+
+
 def accuracy_per_round(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) -> None:
     """Mean accuracy per round for each algorithm: the mean over seeds, min-max shaded."""
     plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 5))
-    for algorithm, row in table["rows"].items():
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    colours = _colours(plt, len(table["rows"]))
+    for (algorithm, row), colour in zip(table["rows"].items(), colours, strict=True):
         curves = np.array(list(row["curves"].values()))  # [seeds, rounds]
         rounds = np.arange(1, curves.shape[1] + 1)
-        axes.plot(rounds, curves.mean(axis=0), label=algorithm, linewidth=1.6)
-        axes.fill_between(rounds, curves.min(axis=0), curves.max(axis=0), alpha=0.15)
+        style = "--" if algorithm.startswith("fpl-") else "-"
+        axes.plot(rounds, curves.mean(axis=0), style, label=algorithm, color=colour, lw=1.6)
+        axes.fill_between(rounds, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.12)
+    axes.xaxis.get_major_locator().set_params(integer=True)
     axes.set_xlabel("round")
     axes.set_ylabel("mean accuracy over domains (%)")
     axes.set_title(f"{meta['benchmark']}: accuracy per round (mean over seeds)")
@@ -50,14 +59,23 @@ def per_domain(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) ->
     columns = [*table["domains"], "AVG"]
     algorithms = list(table["rows"])
     width = 0.8 / len(algorithms)
-    figure, axes = plt.subplots(figsize=(max(8, 1.6 * len(columns) * len(algorithms) / 4), 5))
+    figure, axes = plt.subplots(figsize=(min(16, 4 + 0.25 * len(columns) * len(algorithms)), 5))
     positions = np.arange(len(columns))
+    colours = _colours(plt, len(algorithms))
     for index, algorithm in enumerate(algorithms):
         row = table["rows"][algorithm]
         means = [row[c]["mean"] for c in columns]
         spreads = [row[c]["std"] for c in columns]
         offset = (index - (len(algorithms) - 1) / 2) * width
-        axes.bar(positions + offset, means, width, yerr=spreads, label=algorithm, capsize=2)
+        axes.bar(
+            positions + offset,
+            means,
+            width,
+            yerr=spreads,
+            label=algorithm,
+            capsize=2,
+            color=colours[index],
+        )
     axes.set_xticks(positions, columns)
     axes.set_ylabel("accuracy (%)")
     axes.set_title(f"{meta['benchmark']}: per-domain accuracy (last 5 rounds, mean ± std)")
