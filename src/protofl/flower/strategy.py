@@ -27,14 +27,13 @@ from protofl.algorithms.base import RoundUpdates
 from protofl.config import RunConfig
 from protofl.engine.client import NO_PRIVACY, copy_state
 from protofl.engine.data import TestSet
-from protofl.engine.evaluate import evaluate, mean_accuracy
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import PayloadError, TrainingError
 from protofl.flower.codec import Expected, encode_server_message, screen_client_update
 from protofl.flower.settings import FlowerSettings
 from protofl.payloads import ClientUpdate, GlobalState
-from protofl.privacy import PrototypePrivacy, epsilons
-from protofl.sim.simulator import RoundRecord, _weighted_metrics
+from protofl.privacy import PrototypePrivacy
+from protofl.sim.simulator import RoundRecord, evaluate_round
 
 logger = logging.getLogger(__name__)
 
@@ -164,26 +163,17 @@ class ProtoflStrategy:
         replies = grid.send_and_receive(messages, timeout=self.setup.settings.round_timeout)
         updates, rejected = self.aggregate_train(round_index, messages, replies)
         self.state = self.setup.algorithm.aggregate(self.state, updates)
-        trained = time.perf_counter()
-        self.setup.model.load_state_dict(self.state.weights)
-        per_domain = evaluate(
-            self.setup.model,
-            self.setup.test_sets,
-            self.setup.config.eval_batch_size,
-            self.setup.precision,
-        )
-        privacy = self.setup.privacy
-        record = RoundRecord(
-            round=self.state.round,
-            per_domain_accuracy=per_domain,
-            mean_accuracy=mean_accuracy(per_domain),
-            train=_weighted_metrics(updates),
-            clients={u.client_id: u.metrics for u in updates},
-            num_prototypes=len(self.state.prototypes) if self.state.prototypes else 0,
-            train_seconds=trained - started,
-            eval_seconds=time.perf_counter() - trained,
-            rejected=rejected,
-            privacy_epsilon=epsilons(privacy, self.state.round)[-1] if privacy.enabled else None,
+        setup = self.setup
+        record = evaluate_round(
+            self.state,
+            updates,
+            rejected,
+            started,
+            setup.model,
+            setup.test_sets,
+            setup.config.eval_batch_size,
+            setup.precision,
+            setup.privacy,
         )
         self.history.append(record)
         logger.info(

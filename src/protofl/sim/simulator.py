@@ -20,7 +20,7 @@ from torch import nn
 from protofl.aggregation import RunningAverage
 from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.engine.client import copy_state, run_client_round
-from protofl.engine.data import ClientData, Federation
+from protofl.engine.data import ClientData, Federation, TestSet
 from protofl.engine.evaluate import evaluate, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
@@ -137,24 +137,16 @@ class Simulation:
         started = time.perf_counter()
         updates, rejected = self._collect_updates(message, observer)
         self.state = self.algorithm.aggregate(self.state, updates)
-        trained = time.perf_counter()
-        self.model.load_state_dict(self.state.weights)
-        per_domain = evaluate(
-            self.model, self.federation.test_sets, self.eval_batch_size, self.precision
-        )
-        record = RoundRecord(
-            round=self.state.round,
-            per_domain_accuracy=per_domain,
-            mean_accuracy=mean_accuracy(per_domain),
-            train=_weighted_metrics(updates),
-            clients={u.client_id: u.metrics for u in updates},
-            num_prototypes=len(self.state.prototypes) if self.state.prototypes else 0,
-            train_seconds=trained - started,
-            eval_seconds=time.perf_counter() - trained,
-            rejected=rejected,
-            privacy_epsilon=epsilons(self.privacy, self.state.round)[-1]
-            if self.privacy.enabled
-            else None,
+        record = evaluate_round(
+            self.state,
+            updates,
+            rejected,
+            started,
+            self.model,
+            self.federation.test_sets,
+            self.eval_batch_size,
+            self.precision,
+            self.privacy,
         )
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
@@ -201,6 +193,39 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         return update
+
+
+def evaluate_round(
+    state: GlobalState,
+    updates: Sequence[ClientUpdate],
+    rejected: dict[str, str],
+    started: float,
+    model: nn.Module,
+    test_sets: Sequence[TestSet],
+    eval_batch_size: int,
+    precision: Precision,
+    privacy: PrototypePrivacy,
+) -> RoundRecord:
+    """Test the aggregated model on every domain and record the round.
+
+    Shared by the simulator and the Flower server so both write the same records.
+    ``started`` is when the round's training began (``time.perf_counter``).
+    """
+    trained = time.perf_counter()
+    model.load_state_dict(state.weights)
+    per_domain = evaluate(model, test_sets, eval_batch_size, precision)
+    return RoundRecord(
+        round=state.round,
+        per_domain_accuracy=per_domain,
+        mean_accuracy=mean_accuracy(per_domain),
+        train=_weighted_metrics(updates),
+        clients={u.client_id: u.metrics for u in updates},
+        num_prototypes=len(state.prototypes) if state.prototypes else 0,
+        train_seconds=trained - started,
+        eval_seconds=time.perf_counter() - trained,
+        rejected=rejected,
+        privacy_epsilon=epsilons(privacy, state.round)[-1] if privacy.enabled else None,
+    )
 
 
 def _weighted_metrics(updates: Sequence[ClientUpdate]) -> dict[str, float]:
