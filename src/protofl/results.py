@@ -58,6 +58,8 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
     tail = history[-LAST_ROUNDS:]
     domains = list(final.per_domain_accuracy)
     best = max(history, key=lambda record: record.mean_accuracy)
+    train = sum(r.train_seconds for r in history)
+    evaluation = sum(r.eval_seconds for r in history)
     return {
         "rounds": final.round,
         "per_domain_accuracy": final.per_domain_accuracy,
@@ -70,9 +72,11 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
         },
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
         "timing": {
+            # this process only: a resumed run's earlier rounds ran in another process
             "wall_seconds": wall_seconds,
-            "train_seconds": sum(r.train_seconds for r in history),
-            "eval_seconds": sum(r.eval_seconds for r in history),
-            "seconds_per_round": wall_seconds / len(history),
+            "train_seconds": train,
+            "eval_seconds": evaluation,
+            # from every round's own record, so it stays right across resumes
+            "seconds_per_round": (train + evaluation) / len(history),
         },
     }

@@ -1,0 +1,31 @@
+"""summary.json's numbers against values worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from protofl.results import summarise
+from protofl.sim.simulator import RoundRecord
+
+
+def _record(round_: int, accuracy: dict[str, float], train_s: float) -> RoundRecord:
+    mean = sum(accuracy.values()) / len(accuracy)
+    return RoundRecord(round_, accuracy, mean, {}, {}, 0, train_s, 0.5)
+
+
+def test_summary_of_a_resumed_run() -> None:
+    """Six rounds, the last one run after a resume that took 4 s of wall time: the
+    last-5 mean skips round 1, and the time per round comes from the rounds' records."""
+    history = [
+        _record(r, {"a": 0.1 * r, "b": 0.2}, train_s=10.0 if r == 1 else 2.0) for r in range(1, 7)
+    ]
+    summary = summarise(history, wall_seconds=4.0)
+    tail = summary["last_5_rounds"]
+    assert tail["per_domain_accuracy"]["a"] == pytest.approx((0.2 + 0.3 + 0.4 + 0.5 + 0.6) / 5)
+    assert tail["mean_accuracy"] == pytest.approx((0.4 + 0.2) / 2)  # mean of a over 2..6 is 0.4
+    assert summary["best_round"] == {"round": 6, "mean_accuracy": pytest.approx(0.4)}
+    timing = summary["timing"]
+    assert timing["train_seconds"] == pytest.approx(20.0)
+    assert timing["eval_seconds"] == pytest.approx(3.0)
+    assert timing["seconds_per_round"] == pytest.approx(23.0 / 6)  # not 4 s / 6 rounds
+    assert timing["wall_seconds"] == 4.0
