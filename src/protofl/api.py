@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from protofl import results
-from protofl.algorithms import ALGORITHMS, AlgorithmContext, build_algorithm
+from protofl.algorithms import ALGORITHMS, Algorithm, AlgorithmContext, build_algorithm
 from protofl.checkpoint import load_checkpoint, save_checkpoint
 from protofl.config import (
     RunConfig,
@@ -135,47 +135,81 @@ def _simulation(
     device = next(model.parameters()).device
     first = federation.clients[0]
     example = first.transform.eval(first.source.inputs[first.indices[:2]])
-    feature_dim = check_feature_model(model, example, federation.num_classes)
-    context = AlgorithmContext(
-        federation.num_classes,
-        feature_dim,
-        config.rounds,
-        device,
-        num_clients=len(federation.clients),
-        parameter_names=frozenset(name for name, _ in model.named_parameters()),
-    )
-    options = config.algorithm_options.get(config.algorithm, {})
-    algorithm = build_algorithm(config.algorithm, options, context)
-    local = LocalSettings(
-        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
+    algorithm, feature_dim = algorithm_for(
+        config, model, example, federation.num_classes, len(federation.clients)
     )
     precision = resolve_precision(config.precision, device)
-    privacy = PrototypePrivacy(
-        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
-    )
+    privacy = privacy_of(config)
     simulation = Simulation.start(
         algorithm,
         model,
         federation,
-        local,
+        local_settings(config),
         config.seed,
         config.eval_batch_size,
         precision,
         privacy=privacy,
         compile_backend=config.compile,
     )
+    options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {
         **resolved,
-        "device": str(device),
-        "precision": precision.name,
-        "privacy_epsilon_planned": epsilons(privacy, config.rounds)[-1]
-        if privacy.enabled
-        else None,
-        "feature_dim": feature_dim,
+        **run_facts(config, device, precision.name, privacy, feature_dim),
         "algorithm_config": _as_dict(config_class),
     }
     return simulation, resolved
+
+
+def algorithm_for(
+    config: RunConfig,
+    model: nn.Module,
+    example: torch.Tensor,
+    num_classes: int,
+    num_clients: int = 0,
+) -> tuple[Algorithm, int]:
+    """``config``'s algorithm for ``model`` (checked on ``example``); returns it with the
+    feature size. The simulator and both Flower apps build their algorithm here."""
+    feature_dim = check_feature_model(model, example, num_classes)
+    context = AlgorithmContext(
+        num_classes,
+        feature_dim,
+        config.rounds,
+        next(model.parameters()).device,
+        num_clients=num_clients,
+        parameter_names=frozenset(name for name, _ in model.named_parameters()),
+    )
+    options = config.algorithm_options.get(config.algorithm, {})
+    return build_algorithm(config.algorithm, options, context), feature_dim
+
+
+def privacy_of(config: RunConfig) -> PrototypePrivacy:
+    return PrototypePrivacy(
+        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
+    )
+
+
+def local_settings(config: RunConfig) -> LocalSettings:
+    return LocalSettings(
+        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
+    )
+
+
+def run_facts(
+    config: RunConfig,
+    device: torch.device,
+    precision: str,
+    privacy: PrototypePrivacy,
+    feature_dim: int,
+) -> dict[str, Any]:
+    """What a run resolved at start, for ``config.json`` (simulator and Flower server)."""
+    planned = epsilons(privacy, config.rounds)[-1] if privacy.enabled else None
+    return {
+        "device": str(device),
+        "precision": precision,
+        "privacy_epsilon_planned": planned,
+        "feature_dim": feature_dim,
+    }
 
 
 def _as_dict(options: Any) -> dict[str, Any]:

@@ -23,13 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
 
-from protofl.algorithms import Algorithm, AlgorithmContext, build_algorithm
-from protofl.api import prepare, resolve_device
+from protofl.algorithms import Algorithm
+from protofl.api import algorithm_for, local_settings, prepare, privacy_of, resolve_device
 from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.client import NO_PRIVACY, run_client_round
@@ -45,7 +44,6 @@ from protofl.flower.codec import (
     store_client_state,
 )
 from protofl.flower.settings import settings_from_run_config
-from protofl.models import check_feature_model
 from protofl.privacy import PrototypePrivacy
 from protofl.sim.simulator import Simulation
 
@@ -184,40 +182,6 @@ def client_from_arrays(
         feature_dim=feature_dim,
         precision=precision,
         privacy=privacy_of(config),
-    )
-
-
-def algorithm_for(
-    config: RunConfig,
-    model: nn.Module,
-    example: torch.Tensor,
-    num_classes: int,
-    num_clients: int = 0,
-) -> tuple[Algorithm, int]:
-    """``config``'s algorithm for a user's ``model`` (checked on ``example``), built as
-    :func:`protofl.api.prepare` builds it; returns it with the feature size."""
-    feature_dim = check_feature_model(model, example, num_classes)
-    context = AlgorithmContext(
-        num_classes,
-        feature_dim,
-        config.rounds,
-        next(model.parameters()).device,
-        num_clients=num_clients,
-        parameter_names=frozenset(name for name, _ in model.named_parameters()),
-    )
-    options = config.algorithm_options.get(config.algorithm, {})
-    return build_algorithm(config.algorithm, options, context), feature_dim
-
-
-def privacy_of(config: RunConfig) -> PrototypePrivacy:
-    return PrototypePrivacy(
-        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
-    )
-
-
-def local_settings(config: RunConfig) -> LocalSettings:
-    return LocalSettings(
-        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
     )
 
 

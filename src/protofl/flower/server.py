@@ -21,14 +21,12 @@ from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
 from protofl import results
-from protofl.api import prepare, resolve_device
+from protofl.api import algorithm_for, prepare, privacy_of, resolve_device, run_facts
 from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
-from protofl.flower.client import algorithm_for, privacy_of
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
-from protofl.privacy import epsilons
 from protofl.sim.simulator import RoundRecord
 
 logger = logging.getLogger(__name__)
@@ -154,14 +152,7 @@ def server_from_arrays(
         num_clients=size,
         precision=precision,
         privacy=privacy,
-        resolved={
-            "device": str(device),
-            "precision": precision.name,
-            "privacy_epsilon_planned": epsilons(privacy, config.rounds)[-1]
-            if privacy.enabled
-            else None,
-            "feature_dim": feature_dim,
-        },
+        resolved=run_facts(config, device, precision.name, privacy, feature_dim),
     )
 
 
