@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from protofl import RunConfig, train_federated
+from protofl.algorithms import ALGORITHMS
 
 from tiny_data import TinyNet, tiny_clients
 
@@ -44,12 +45,14 @@ def tiny_run(algorithm: str) -> list[dict[str, object]]:
     ]
 
 
-@pytest.mark.parametrize("algorithm", ["fedavg", "fpl"])
+@pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_matches_recorded_run(algorithm: str) -> None:
     path = GOLDEN / f"{algorithm}_tiny.json"
     records = tiny_run(algorithm)
     if os.environ.get("PROTOFL_UPDATE_GOLDEN"):
         path.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    if not path.exists():
+        pytest.fail(f"no recorded run for {algorithm}: record {path.name} with PROTOFL_UPDATE_GOLDEN=1")
     expected = json.loads(path.read_text())
     assert [r["round"] for r in records] == [r["round"] for r in expected]
     for got, want in zip(records, expected, strict=True):
