@@ -12,6 +12,7 @@ from torch import nn
 
 from protofl.aggregation import is_parameter_entry
 from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
+from protofl.algorithms.base import aggregate_all
 from protofl.algorithms.feddyn import LINEAR, linear_term_update, server_update
 from protofl.algorithms.fedopt import fedadam_step
 from protofl.algorithms.fedproc import prototype_weight
@@ -206,7 +207,7 @@ def test_feddyn_server_update_hand_computed_with_buffers_averaged() -> None:
         clients.append(weights)
     algorithm = build_algorithm("feddyn", {"alpha": 0.5}, CONTEXT)
     state = GlobalState(1, base, tensors={"h.weight": torch.tensor([0.2])})
-    new = algorithm.aggregate(state, [update("a", clients[0], 1), update("b", clients[1], 3)])
+    new = aggregate_all(algorithm, state, [update("a", clients[0], 1), update("b", clients[1], 3)])
     # mean 3; h = 0.2 - 0.5 * (3 - 1) = -0.8; w = 3 - (-0.8) / 0.5 = 4.6
     torch.testing.assert_close(new.tensors["h.weight"], torch.tensor([-0.8]))
     torch.testing.assert_close(new.weights["weight"], torch.tensor([4.6]))
@@ -277,8 +278,8 @@ def test_fedopt_server_matches_a_hand_written_adam_and_averages_buffers() -> Non
             updates.append(update(f"c{index}", weights, samples=1 + 2 * index))
         averages.append((values[0] + 3 * values[1]) / 4)  # sample-weighted
         message = algorithm.message(state)
-        assert not message.tensors  # the moments never leave the server
-        state = algorithm.aggregate(state, updates)
+        assert set(vars(message)) == {"round", "weights", "prototypes"}  # moments stay here
+        state = aggregate_all(algorithm, state, updates)
         torch.testing.assert_close(
             state.weights["running_mean"], torch.tensor([(means[0] + 3 * means[1]) / 4])
         )
@@ -361,7 +362,7 @@ def test_fedproc_and_fedproto_server_prototypes() -> None:
             update(u.client_id, s, u.num_samples, u.prototypes)
             for u, s in zip(updates, states, strict=True)
         ]
-        new = algorithm.aggregate(GlobalState(1, {"w": torch.tensor([0.0])}), real)
+        new = aggregate_all(algorithm, GlobalState(1, {"w": torch.tensor([0.0])}), real)
         assert new.prototypes is not None
         torch.testing.assert_close(new.prototypes.vectors, expected.vectors)
         torch.testing.assert_close(new.weights["w"], torch.tensor([(4 * 1.0 + 3 * 2.0) / 7]))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from protofl import RunConfig, train_federated
-from protofl.algorithms.base import ClientResult, LocalStep, NoHooks
+from protofl.algorithms.base import ClientResult, ClientRound, LocalStep
 from protofl.data.transforms import PassThrough
 from protofl.engine.data import ClientData, TensorSet
 from protofl.engine.local import LocalSettings, train_locally
@@ -31,7 +31,7 @@ class IdentityFeatures(nn.Module):
         return self.classifier(z)
 
 
-class Collecting(NoHooks):
+class Collecting(ClientRound):
     collect_prototypes = True
 
 
@@ -58,7 +58,7 @@ def test_prototypes_are_class_means_over_the_last_epoch_only() -> None:
 
 
 def test_hook_terms_are_added_to_the_loss_and_reported() -> None:
-    class Penalty(NoHooks):
+    class Penalty(ClientRound):
         def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
             return {"penalty": step.features.pow(2).mean() * 0 + 3.0}
 
@@ -71,7 +71,7 @@ def test_hook_terms_are_added_to_the_loss_and_reported() -> None:
 
 
 def test_nan_loss_stops_with_the_term_named() -> None:
-    class Broken(NoHooks):
+    class Broken(ClientRound):
         def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
             return {"upcr": step.features.sum() * float("nan")}
 
@@ -121,14 +121,13 @@ def test_fpl_sends_cluster_prototypes_and_uses_them() -> None:
 
 def test_client_state_round_trip() -> None:
     """An algorithm's client-only state comes back to the same client next round."""
-    from protofl.algorithms.base import average_weights, broadcast, initial_state
+    from protofl.algorithms.base import Algorithm, AlgorithmContext
     from protofl.data.user import federation_from_arrays
-    from protofl.payloads import GlobalState
     from protofl.sim.simulator import Simulation
 
     seen: list[dict[str, torch.Tensor]] = []
 
-    class Counting(NoHooks):
+    class Counting(ClientRound):
         def __init__(self, state: dict[str, torch.Tensor]) -> None:
             seen.append(state)
             self.count = state.get("count", torch.zeros((), dtype=torch.int64))
@@ -136,24 +135,16 @@ def test_client_state_round_trip() -> None:
         def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
             return ClientResult(state={"count": self.count + 1})
 
-    class CountingAlgorithm:
+    class CountingAlgorithm(Algorithm):
         name = "counting"
-
-        def init_state(self, weights):  # type: ignore[no-untyped-def]
-            return initial_state(weights)
-
-        def message(self, state):  # type: ignore[no-untyped-def]
-            return broadcast(state)
 
         def start_client(self, message, model, client_state):  # type: ignore[no-untyped-def]
             return Counting(client_state)
 
-        def aggregate(self, state, updates):  # type: ignore[no-untyped-def]
-            return GlobalState(state.round + 1, average_weights(updates))
-
     clients, tests = tiny_clients()
     federation = federation_from_arrays(clients, tests)
-    simulation = Simulation.start(CountingAlgorithm(), TinyNet(), federation, LocalSettings())
+    algorithm = CountingAlgorithm(None, AlgorithmContext(4, 8, 3))
+    simulation = Simulation.start(algorithm, TinyNet(), federation, LocalSettings())
     simulation.run(3)
     assert {int(s["count"]) for s in simulation.client_states.values()} == {3}
     assert [int(s.get("count", -1)) for s in seen[-4:]] == [2, 2, 2, 2]
@@ -182,7 +173,7 @@ def test_a_one_sample_client_with_batch_norm_is_explained() -> None:
         PassThrough(),
     )
     with pytest.raises(TrainingError, match=r"client tiny holds 1 sample.*BatchNorm"):
-        train_locally(TinyNet(), client, NoHooks(), LocalSettings(), torch.Generator())
+        train_locally(TinyNet(), client, ClientRound(), LocalSettings(), torch.Generator())
 
 
 def test_compiled_forward_gives_the_same_run() -> None:

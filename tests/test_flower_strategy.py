@@ -25,6 +25,7 @@ from flwr.common.config import get_fused_config_from_dir, get_project_config  # 
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
+from golden_runs import assert_matches_golden, golden_config  # noqa: E402
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.api import prepare  # noqa: E402
@@ -45,7 +46,7 @@ from protofl.flower.settings import (  # noqa: E402
     to_run_config,
 )
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup  # noqa: E402
-from protofl.sim.simulator import RoundRecord  # noqa: E402
+from protofl.records import RoundRecord  # noqa: E402
 
 from tiny_data import TinyNet, tiny_clients  # noqa: E402
 
@@ -322,9 +323,10 @@ class InProcessGrid(FakeGrid):
         return answer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
-def test_every_algorithm_gives_the_simulators_numbers(algorithm: str) -> None:
-    config = dataclasses.replace(TINY, algorithm=algorithm)
+def test_every_algorithm_gives_the_simulators_and_the_recorded_numbers(algorithm: str) -> None:
+    config = golden_config(algorithm)
     clients, tests = tiny_clients()
     torch.manual_seed(0)
     simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
@@ -335,6 +337,7 @@ def test_every_algorithm_gives_the_simulators_numbers(algorithm: str) -> None:
     flower = run_server(grid, tiny_server(config), write=False)
 
     assert len(flower.history) == len(simulated.history) == config.rounds
+    assert_matches_golden(algorithm, flower.history, record=False)
     for got, want in zip(flower.history, simulated.history, strict=True):
         # Weights below are bit-identical; a reported loss term may differ in the last bit
         # where client state keeps the worker's channels-last strides in the simulator but

@@ -49,10 +49,12 @@ def test_epsilon_of_one_gaussian_release_and_composition() -> None:
 
 
 def test_bad_settings_are_explained() -> None:
+    from protofl import RunConfig
+
     with pytest.raises(ConfigError, match="set privacy_clip_norm too"):
-        PrototypePrivacy(clip_norm=0.0, noise_multiplier=1.0)
+        RunConfig(privacy_clip_norm=0.0, privacy_noise_multiplier=1.0)
     with pytest.raises(ConfigError, match="privacy_delta"):
-        PrototypePrivacy(clip_norm=1.0, delta=2.0)
+        RunConfig(privacy_clip_norm=1.0, privacy_delta=2.0)
 
 
 def test_a_private_run_reports_its_budget() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from protofl.records import RoundRecord
 from protofl.results import summarise
-from protofl.sim.simulator import RoundRecord
 
 
 def _record(round_: int, accuracy: dict[str, float], train_s: float) -> RoundRecord:

@@ -83,7 +83,7 @@ def test_a_round_goes_on_without_a_client_sending_nan_prototypes(
         calls.append(1)
         if len(calls) == 1 and local is not None:
             bad = Prototypes(local.vectors * float("nan"), local.labels, local.support)
-            return ClientResult(prototypes=bad, tensors=result.tensors, state=result.state)
+            return ClientResult(prototypes=bad, state=result.state)
         return result
 
     monkeypatch.setattr(FPLClientRound, "finish", first_client_sends_nan)

@@ -1,17 +1,27 @@
-"""Averaging of model states, with an explicit policy for every kind of tensor.
+"""Combining model states, with an explicit policy for every kind of tensor.
 
 Policy (held by tests): floating-point entries -- parameters and BatchNorm running
-mean/var -- are averaged with the given weights. Integer entries -- BatchNorm's
-``num_batches_tracked`` -- are averaged too and rounded to the nearest integer, keeping their
+mean/var -- are combined with the given rule. Integer entries -- BatchNorm's
+``num_batches_tracked`` -- are combined too and rounded to the nearest integer, keeping their
 dtype, so a counter never turns into a float (other frameworks hand back 1.75 here).
+
+Weight rules (``RunConfig.aggregation``): ``mean`` (FedAvg's sample-weighted mean, folded as
+updates arrive, bounded memory), ``median`` (coordinate-wise median) and ``trimmed-mean``
+(coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values),
+the two robust rules of Yin et al., "Byzantine-Robust Distributed Learning", ICML 2018.
+The robust rules ignore sample counts (a client cannot buy influence by claiming more
+samples) and must keep every client's state until the round ends.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 
+from protofl.config import WEIGHT_RULES
 from protofl.errors import PayloadError
 from protofl.payloads import StateDict
 
@@ -48,6 +58,7 @@ class RunningAverage:
     def __init__(self) -> None:
         self._sums: StateDict = {}
         self._template: StateDict = {}
+        self._signature: Signature = {}
         self._total = 0.0
         self.count = 0
 
@@ -57,6 +68,7 @@ class RunningAverage:
         if not self._sums:
             self._template = {k: v.new_empty(0) for k, v in state.items()}
             self._sums = {k: torch.zeros_like(v, dtype=_sum_dtype(v)) for k, v in state.items()}
+            self._signature = signature(state)
         self._check(state)
         for key, value in state.items():
             self._sums[key].add_(value.to(self._sums[key].dtype), alpha=weight)
@@ -74,19 +86,7 @@ class RunningAverage:
         return averaged
 
     def _check(self, state: StateDict) -> None:
-        if state.keys() != self._sums.keys():
-            missing = sorted(self._sums.keys() - state.keys())[:3]
-            extra = sorted(state.keys() - self._sums.keys())[:3]
-            raise PayloadError(
-                f"state {self.count} does not match state 0: missing {missing}, extra {extra}."
-            )
-        for key, value in state.items():
-            first = self._sums[key]
-            if value.shape != first.shape or value.dtype != self._template[key].dtype:
-                raise PayloadError(
-                    f"{key}: shapes/dtypes differ across clients: {tuple(first.shape)} "
-                    f"{self._template[key].dtype} vs {tuple(value.shape)} {value.dtype}."
-                )
+        _check_alike(self._signature, state, self.count)
 
 
 def _sum_dtype(value: torch.Tensor) -> torch.dtype:
@@ -102,3 +102,113 @@ def weighted_average(states: Sequence[StateDict], weights: Sequence[float]) -> S
     for state, weight in zip(states, weights, strict=True):
         average.add(state, weight)
     return average.result()
+
+
+class WeightCombiner(Protocol):
+    """Combines the clients' states of one round, given one at a time."""
+
+    def add(self, state: StateDict, num_samples: int) -> None: ...
+
+    def result(self) -> StateDict: ...
+
+
+class SampleMean:
+    """FedAvg's mean weighted by sample count, folded as states arrive."""
+
+    def __init__(self) -> None:
+        self.average = RunningAverage()
+
+    def add(self, state: StateDict, num_samples: int) -> None:
+        self.average.add(state, float(num_samples))
+
+    def result(self) -> StateDict:
+        return self.average.result()
+
+
+class UniformMean(SampleMean):
+    """The plain mean over clients, folded as states arrive (FedDyn's server step)."""
+
+    def add(self, state: StateDict, num_samples: int) -> None:
+        self.average.add(state, 1.0)
+
+
+class CoordinateRule:
+    """Keeps every state and combines each coordinate across clients: median or trimmed mean."""
+
+    def __init__(self, trim_fraction: float | None) -> None:
+        self.trim_fraction = trim_fraction  # None: median
+        self.states: list[StateDict] = []
+
+    def add(self, state: StateDict, num_samples: int) -> None:
+        if self.states:
+            _check_alike(signature(self.states[0]), state, len(self.states))
+        self.states.append(state)
+
+    def result(self) -> StateDict:
+        if not self.states:
+            raise PayloadError("nothing to combine: no client states this round.")
+        combined = {}
+        for key, first in self.states[0].items():
+            stacked = torch.stack([s[key].to(torch.float64) for s in self.states])  # [K, ...]
+            if self.trim_fraction is None:
+                value = coordinate_median(stacked)
+            else:
+                value = trimmed_mean(stacked, self.trim_fraction)
+            combined[key] = (
+                value.to(first.dtype)
+                if first.is_floating_point()
+                else (value.round().to(first.dtype))
+            )
+        return combined
+
+
+def coordinate_median(stacked: torch.Tensor) -> torch.Tensor:
+    """Median over dim 0 of ``[K, ...]``; the mean of the two middle values when K is even."""
+    ordered = stacked.sort(dim=0).values
+    count = stacked.shape[0]
+    middle = ordered[(count - 1) // 2]
+    return middle if count % 2 else (middle + ordered[count // 2]) / 2
+
+
+def trimmed_mean(stacked: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean over dim 0 of ``[K, ...]`` after dropping floor(fraction*K) values at each end."""
+    count = stacked.shape[0]
+    cut = math.floor(fraction * count)
+    if count - 2 * cut < 1:
+        raise PayloadError(f"trimmed-mean with fraction {fraction} leaves no client of {count}.")
+    return stacked.sort(dim=0).values[cut : count - cut].mean(dim=0)
+
+
+def make_combiner(rule: str, trim_fraction: float = 0.1) -> WeightCombiner:
+    """A fresh combiner for a weight rule (names checked when the config is built)."""
+    if rule == "mean":
+        return SampleMean()
+    if rule == "median":
+        return CoordinateRule(None)
+    if rule == "trimmed-mean":
+        return CoordinateRule(trim_fraction)
+    raise PayloadError(f"unknown weight rule {rule!r}; expected one of {WEIGHT_RULES}.")
+
+
+Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def signature(state: StateDict) -> Signature:
+    """Every entry's shape and dtype, which all clients' states must share."""
+    return {key: (tuple(value.shape), value.dtype) for key, value in state.items()}
+
+
+def _check_alike(first: Signature, state: StateDict, index: int) -> None:
+    if state.keys() != first.keys():
+        missing = sorted(first.keys() - state.keys())[:3]
+        extra = sorted(state.keys() - first.keys())[:3]
+        raise PayloadError(
+            f"state {index} does not match state 0: missing {missing}, extra {extra}."
+        )
+    for key, value in state.items():
+        shape, dtype = first[key]
+        if tuple(value.shape) != shape or value.dtype != dtype:
+            raise PayloadError(
+                f"{key}: shapes/dtypes differ across clients: {shape} {dtype} vs "
+                f"{tuple(value.shape)} {value.dtype}."
+            )

@@ -43,9 +43,10 @@ from protofl.errors import ConfigError
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.payloads import GlobalState
 from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.records import Observer, RoundRecord
 from protofl.registry import unknown_name_message
 from protofl.seeding import derive_seed, seeded_torch
-from protofl.sim.simulator import Observer, RoundRecord, Simulation
+from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)
 
@@ -115,9 +116,6 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
 
 def prepare(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
     """Everything ready to run: data, model, algorithm, simulation at round 0."""
-    ALGORITHMS.get(config.algorithm)  # fail on a typo before loading any data
-    for section in config.algorithm_options:
-        ALGORITHMS.get(section)
     device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -178,6 +176,8 @@ def algorithm_for(
         next(model.parameters()).device,
         num_clients=num_clients,
         parameter_names=frozenset(name for name, _ in model.named_parameters()),
+        weight_rule=config.aggregation,
+        trim_fraction=config.trim_fraction,
     )
     options = config.algorithm_options.get(config.algorithm, {})
     return build_algorithm(config.algorithm, options, context), feature_dim
@@ -261,27 +261,37 @@ def resume(
     configuration; a resumed run with other settings would not be the same experiment.
     """
     folder = Path(out_dir)
-    saved_path = folder / "config.json"
-    if not saved_path.is_file():
-        raise ConfigError(f"{str(folder)!r} holds no config.json; it is not a protofl run folder.")
-    saved = config_from_dict(json.loads(saved_path.read_text()))
+    saved = saved_config(folder)
     if changes:
         wanted = build_config(merge(as_settings(saved), changes), ALGORITHMS.names())
-        changed = [key for key in differences(saved, wanted) if key not in EXECUTION_ONLY]
-        if changed:
-            listing = ", ".join(
-                f"{k} (saved {getattr(saved, k)!r}, given {getattr(wanted, k)!r})" for k in changed
-            )
-            raise ConfigError(
-                f"cannot resume {str(folder)!r} with other settings: {listing}. Resume without "
-                "them, or start a new run in another --out."
-            )
+        check_same_settings(folder, saved, wanted)
     if changes and "threads" in changes:
         saved = dataclasses.replace(saved, threads=int(changes["threads"]))
     simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
     logger.info("resuming %s after round %d", folder, simulation.state.round)
     return execute(simulation, saved, resolved, observer, resumed_dir=folder)
+
+
+def saved_config(folder: Path) -> RunConfig:
+    """The configuration a run folder was started with."""
+    saved_path = folder / "config.json"
+    if not saved_path.is_file():
+        raise ConfigError(f"{str(folder)!r} holds no config.json; it is not a protofl run folder.")
+    return config_from_dict(json.loads(saved_path.read_text()))
+
+
+def check_same_settings(folder: Path, saved: RunConfig, wanted: RunConfig) -> None:
+    """Refuse to continue a run with settings that change what it computes."""
+    changed = [key for key in differences(saved, wanted) if key not in EXECUTION_ONLY]
+    if changed:
+        listing = ", ".join(
+            f"{k} (saved {getattr(saved, k)!r}, given {getattr(wanted, k)!r})" for k in changed
+        )
+        raise ConfigError(
+            f"cannot resume {str(folder)!r} with other settings: {listing}. Resume without "
+            "them, or start a new run in another --out."
+        )
 
 
 def run(
@@ -304,16 +314,24 @@ def train_federated(
     num_classes: int | None = None,
     observer: Observer | None = None,
     write: bool = False,
+    resume_dir: str | Path | None = None,
 ) -> RunResult:
     """Train ``model`` federated over user-supplied per-client arrays.
 
     ``clients`` hold each client's inputs and labels (any accepted label format) and the
     name of its domain; ``test_sets`` map a domain name to ``(inputs, labels)`` for
     evaluation. ``config`` supplies the algorithm and training settings (its benchmark
-    fields are ignored). The model must offer ``features`` and ``head``.
+    fields are ignored). The model must offer ``features`` and ``head``. With ``write``,
+    results and a checkpoint go to ``config.out`` after every round; ``resume_dir``
+    continues such a run from its checkpoint (same data, model and settings).
     """
     config = config or RunConfig()
     federation = federation_from_arrays(clients, test_sets, num_classes, config.augment)
     device = resolve_device(config.device)
     simulation, resolved = _simulation(config, model.to(device), federation.to(device), {})
-    return execute(simulation, config, resolved, observer, write)
+    if resume_dir is None:
+        return execute(simulation, config, resolved, observer, write)
+    folder = Path(resume_dir)
+    check_same_settings(folder, saved_config(folder), config)
+    load_checkpoint(folder, simulation)
+    return execute(simulation, config, resolved, observer, resumed_dir=folder)

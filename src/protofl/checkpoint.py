@@ -22,7 +22,8 @@ import torch
 
 from protofl.errors import DataError
 from protofl.payloads import GlobalState, Prototypes, StateDict
-from protofl.sim.simulator import RoundRecord, Simulation
+from protofl.records import RoundRecord
+from protofl.sim.simulator import Simulation
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1

@@ -10,14 +10,12 @@ import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from protofl import __version__
-from protofl.algorithms import ALGORITHMS
-from protofl.api import RunResult, execute, prepare, resume
-from protofl.config import RunConfig, build_config, load_preset, merge, parse_assignments
+from protofl.arguments import add_settings, config_from_args, settings_from_args
 from protofl.errors import ProtoflError
 from protofl.flower.cli import add_flower_commands, run_flower_command
 from protofl.reporting import (
@@ -28,40 +26,11 @@ from protofl.reporting import (
     print_results,
 )
 
-FLAG_KEYS = {  # command-line flag -> config key (flags win over --set and presets)
-    "algorithm": "algorithm",
-    "benchmark": "benchmark",
-    "domains": "domains",
-    "data_dir": "data_dir",
-    "rounds": "rounds",
-    "local_epochs": "local_epochs",
-    "seed": "seed",
-    "out": "out",
-    "model": "model",
-    "device": "device",
-}
+if TYPE_CHECKING:
+    from protofl.api import RunResult
 
-
-def _add_settings(command: argparse.ArgumentParser) -> None:
-    """The settings ``run`` and ``compare`` share."""
-    command.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
-    command.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
-    command.add_argument("--data-dir", help="folder with the benchmark files ($PROTOFL_DATA_DIR)")
-    command.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN")
-    command.add_argument("--rounds", type=int, help="communication rounds")
-    command.add_argument("--local-epochs", type=int, help="local epochs per round")
-    command.add_argument("--model", help="model name (default: the benchmark's)")
-    command.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    command.add_argument("--preset", help="a shipped preset name or a TOML file")
-    command.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)",
-    )
-    command.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    command.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
+# The library (torch, the data stack, the simulator) is imported inside the commands, after
+# the settings are checked: a typo comes back before any of it loads.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--algorithm", "-a", help="algorithm name (default: fpl)")
     run.add_argument("--seed", type=int, help="the one seed everything derives from")
     run.add_argument("--out", help="output directory (default: runs/<algo>-<bench>-<time>)")
-    _add_settings(run)
+    add_settings(run)
     run.add_argument("--overwrite", action="store_true", help="replace results in --out")
     run.add_argument(
         "--resume", metavar="DIR", help="continue the run saved in DIR from its last checkpoint"
@@ -88,28 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     compare.add_argument("--out", help="output folder (default: runs/compare-<bench>-<time>)")
     compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
-    _add_settings(compare)
+    add_settings(compare)
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
     add_flower_commands(commands)
     return parser
-
-
-def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Only what the command line sets, layered preset < --set < explicit flags."""
-    preset = load_preset(args.preset) if args.preset else {}
-    flags: dict[str, Any] = {
-        key: getattr(args, attr)
-        for attr, key in FLAG_KEYS.items()
-        if getattr(args, attr, None) is not None
-    }
-    if args.download:
-        flags["download"] = True
-    return merge(preset, parse_assignments(args.set), flags)
-
-
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """defaults < preset < --set < explicit flags."""
-    return build_config(settings_from_args(args), ALGORITHMS.names())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -148,12 +99,16 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
 def _run(args: argparse.Namespace, console: Console) -> RunResult:
     config = config_from_args(args)
     print_config(console, config)
+    from protofl.api import execute, prepare
+
     simulation, resolved = prepare(config)
     with _observer(args, console, len(simulation.federation.clients)) as observer:
         return execute(simulation, config, resolved, observer, overwrite=args.overwrite)
 
 
 def _resume(args: argparse.Namespace, console: Console) -> RunResult:
+    from protofl.api import resume
+
     changes = settings_from_args(args)
     folder = Path(args.resume)
     console.print(f"[bold]protofl run --resume[/] {folder}", highlight=False)
@@ -162,6 +117,7 @@ def _resume(args: argparse.Namespace, console: Console) -> RunResult:
 
 
 def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:
+    from protofl.algorithms import ALGORITHMS
     from protofl.compare import ComparePlan, parse_list, run_grid, write_report
 
     settings = settings_from_args(args)

@@ -29,7 +29,7 @@ from protofl.algorithms import ALGORITHMS
 from protofl.api import RunResult, resume, run
 from protofl.config import RunConfig, build_config, merge
 from protofl.errors import ConfigError
-from protofl.sim.simulator import Observer
+from protofl.records import Observer
 
 logger = logging.getLogger(__name__)
 LAST = results.LAST_ROUNDS

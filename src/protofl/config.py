@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -22,6 +21,7 @@ from typing import Any
 
 from protofl.errors import ConfigError
 from protofl.registry import unknown_name_message
+from protofl.validation import FrozenMap, check_fields, thaw
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,7 +48,7 @@ class RunConfig:
     weight_decay: float = 1e-5
     seed: int = 0
     dataset_seed: int = 0  # only for generated data (the embedded benchmark)
-    clients_per_domain: dict[str, int] = field(default_factory=dict)  # overrides the benchmark
+    clients_per_domain: Mapping[str, int] = field(default_factory=FrozenMap)  # overrides
     client_fraction: float | None = None  # None: the benchmark's share per client
     augment: bool = True
     eval_batch_size: int = 1024
@@ -60,25 +60,101 @@ class RunConfig:
     privacy_clip_norm: float = 0.0  # > 0: clip each uploaded prototype to this L2 norm
     privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm
     privacy_delta: float = 1e-5  # the delta at which the spent epsilon is reported
-    algorithm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    aggregation: str = "mean"  # how client weights combine: mean, median, trimmed-mean
+    trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
+    algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
-        positive = ("rounds", "local_epochs", "batch_size", "eval_batch_size")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1; got {getattr(self, name)}.")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0; got {self.lr}.")
-        if self.momentum < 0 or self.weight_decay < 0 or self.threads < 0:
-            raise ConfigError("momentum, weight_decay and threads must be >= 0.")
-        if self.client_fraction is not None and not 0 < self.client_fraction <= 1:
-            raise ConfigError(f"client_fraction must lie in (0, 1]; got {self.client_fraction}.")
+        """Every rule on the settings, checked once, before any data or model is touched:
+        types (converted where lossless), ranges, names, and every algorithm's options."""
+        check_fields(self)
+        _check_ranges(self)
+        _check_algorithms(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {f.name: thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _check_ranges(config: RunConfig) -> None:
+    for name in ("rounds", "local_epochs", "batch_size", "eval_batch_size"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be >= 1; got {getattr(config, name)}.")
+    for name in ("lr", "momentum", "weight_decay", "privacy_clip_norm", "trim_fraction"):
+        if not math.isfinite(getattr(config, name)):
+            raise ConfigError(f"{name} must be a finite number; got {getattr(config, name)}.")
+    if config.lr <= 0:
+        raise ConfigError(f"lr must be > 0; got {config.lr}.")
+    if config.momentum < 0 or config.weight_decay < 0 or config.threads < 0:
+        raise ConfigError("momentum, weight_decay and threads must be >= 0.")
+    if config.client_fraction is not None and not 0 < config.client_fraction <= 1:
+        raise ConfigError(f"client_fraction must lie in (0, 1]; got {config.client_fraction}.")
+    for domain, count in config.clients_per_domain.items():
+        if count < 0:
+            raise ConfigError(f"clients_per_domain.{domain} must be >= 0; got {count}.")
+    _check_privacy(config)
+    _check_aggregation(config)
+
+
+def _check_privacy(config: RunConfig) -> None:
+    if config.privacy_clip_norm < 0 or config.privacy_noise_multiplier < 0:
+        raise ConfigError("privacy_clip_norm and privacy_noise_multiplier must be >= 0.")
+    if config.privacy_noise_multiplier > 0 and config.privacy_clip_norm == 0:
+        raise ConfigError(
+            "privacy_noise_multiplier is set but privacy_clip_norm is 0: noise is scaled "
+            "to the clipping norm, so set privacy_clip_norm too."
+        )
+    if not 0 < config.privacy_delta < 1:
+        raise ConfigError(f"privacy_delta must lie in (0, 1); got {config.privacy_delta}.")
+
+
+WEIGHT_RULES = ("mean", "median", "trimmed-mean")  # protofl.aggregation.make_combiner
+
+
+def _check_aggregation(config: RunConfig) -> None:
+    if config.aggregation not in WEIGHT_RULES:
+        raise ConfigError(
+            unknown_name_message("aggregation", config.aggregation, list(WEIGHT_RULES))
+        )
+    if not 0 <= config.trim_fraction < 0.5:
+        raise ConfigError(f"trim_fraction must lie in [0, 0.5); got {config.trim_fraction}.")
+
+
+def _check_algorithms(config: RunConfig) -> None:
+    """The algorithm and every algorithm's options (selected or not) by their own rules."""
+    # imported here: the registry pulls in torch, which config itself does not need
+    from protofl.algorithms import ALGORITHMS
+
+    ALGORITHMS.get(config.algorithm)
+    for section, options in config.algorithm_options.items():
+        if section not in ALGORITHMS:
+            raise ConfigError(unknown_name_message("algorithm", section, ALGORITHMS.names()))
+        ALGORITHMS.get(section).make_config(options)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+# Spellings users reach for, pointing at the real setting (for "did you mean")
+ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "epochs": "local_epochs",
+    "local_epoch": "local_epochs",
+    "num_rounds": "rounds",
+    "communication_rounds": "rounds",
+    "batch": "batch_size",
+    "batchsize": "batch_size",
+    "wd": "weight_decay",
+    "algo": "algorithm",
+    "method": "algorithm",
+    "dataset": "benchmark",
+    "data_path": "data_dir",
+    "output": "out",
+    "output_dir": "out",
+    "out_dir": "out",
+    "num_threads": "threads",
+    "dtype": "precision",
+    "amp": "precision",
+    "aggregator": "aggregation",
+}
 PRESET_DIR = "presets"
 
 
@@ -164,63 +240,18 @@ def build_config(values: Mapping[str, Any], algorithm_names: Sequence[str]) -> R
                 raise ConfigError(f"{key}: expected a table of {key}'s options; got {value!r}.")
             options[key] = dict(value)
         elif key in FIELDS and key != "algorithm_options":
-            kwargs[key] = _coerce(key, value)
+            kwargs[key] = value
         else:
             known = [*(f for f in FIELDS if f != "algorithm_options"), *algorithm_names]
-            raise ConfigError(unknown_name_message("setting", key, known))
+            raise ConfigError(unknown_name_message("setting", key, known, ALIASES))
     explicit = kwargs.pop("algorithm_options", {})
-    return RunConfig(**kwargs, algorithm_options=merge(explicit, options))
-
-
-def _coerce(key: str, value: Any) -> Any:
-    """Check ``value`` against the field's annotation, converting where it is lossless."""
-    hint = typing.get_type_hints(RunConfig)[key]
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None and type(None) in allowed:
-        return None
-    for kind in allowed:
-        converted = _convert(value, kind)
-        if converted is not _NO:
-            return converted
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    raise ConfigError(f"{key}: expected {names}; got {value!r} ({type(value).__name__}).")
-
-
-_NO = object()
-
-
-def _convert(value: Any, kind: Any) -> Any:
-    origin = typing.get_origin(kind)
-    if kind is Any:
-        return value
-    if kind is bool:
-        return value if isinstance(value, bool) else _NO
-    if kind is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _NO
-    if kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok else _NO
-    if kind is str:
-        return value if isinstance(value, str) else _NO
-    if origin is tuple:
-        items = value.split(",") if isinstance(value, str) else value
-        if isinstance(items, (list, tuple)) and all(isinstance(i, str) for i in items):
-            return tuple(i.strip() for i in items if i.strip())
-        return _NO
-    if origin is dict:
-        _, value_kind = typing.get_args(kind)
-        if not isinstance(value, Mapping):
-            return _NO
-        converted = {str(k): _convert(v, value_kind) for k, v in value.items()}
-        return _NO if any(v is _NO for v in converted.values()) else converted
-    return _NO
+    return RunConfig(**kwargs, algorithm_options=merge(thaw(explicit), options))
 
 
 def config_from_dict(values: Mapping[str, Any]) -> RunConfig:
     """Rebuild a :class:`RunConfig` from its ``to_dict()`` form (e.g. a saved config.json);
     keys that are not fields (such as ``resolved``) are ignored."""
-    kwargs = {key: _coerce(key, value) for key, value in values.items() if key in FIELDS}
-    return RunConfig(**kwargs)
+    return RunConfig(**{key: value for key, value in values.items() if key in FIELDS})
 
 
 def as_settings(config: RunConfig) -> dict[str, Any]:

@@ -89,7 +89,6 @@ class ServerMessage:
     round: int  # 1-based index of the round about to run
     weights: StateDict
     prototypes: Prototypes | None = None  # e.g. FPL's cluster prototypes
-    tensors: StateDict = field(default_factory=dict)  # algorithm-specific extras
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,7 +100,6 @@ class ClientUpdate:
     weights: StateDict
     prototypes: Prototypes | None = None  # e.g. local class means
     metrics: dict[str, float] = field(default_factory=dict)
-    tensors: StateDict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

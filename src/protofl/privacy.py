@@ -25,22 +25,14 @@ from protofl.payloads import Prototypes
 
 @dataclass(frozen=True)
 class PrototypePrivacy:
-    """Clipping norm and noise multiplier; ``clip_norm = 0`` switches the mechanism off."""
+    """Clipping norm and noise multiplier; ``clip_norm = 0`` switches the mechanism off.
+
+    Checked where they enter, in :class:`~protofl.config.RunConfig`; trusted here.
+    """
 
     clip_norm: float = 0.0
     noise_multiplier: float = 0.0
     delta: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if self.clip_norm < 0 or self.noise_multiplier < 0:
-            raise ConfigError("privacy_clip_norm and privacy_noise_multiplier must be >= 0.")
-        if self.noise_multiplier > 0 and self.clip_norm == 0:
-            raise ConfigError(
-                "privacy_noise_multiplier is set but privacy_clip_norm is 0: noise is scaled "
-                "to the clipping norm, so set privacy_clip_norm too."
-            )
-        if not 0 < self.delta < 1:
-            raise ConfigError(f"privacy_delta must lie in (0, 1); got {self.delta}.")
 
     @property
     def enabled(self) -> bool:

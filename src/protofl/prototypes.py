@@ -10,17 +10,12 @@ structure through a flat ``[P, D]`` tensor plus its ``[P]`` class labels (no obj
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
 
 from protofl.payloads import Prototypes
-
-with warnings.catch_warnings():
-    # finch-clust warns at import when the optional pynndescent is missing; FPL clusters at
-    # most a few hundred vectors, far below the size where FINCH would use it.
-    warnings.simplefilter("ignore")
-    from finch.finch import FINCH
 
 
 class PrototypeAccumulator:
@@ -53,10 +48,21 @@ def finch_partition(vectors: np.ndarray) -> np.ndarray:
     count = vectors.shape[0]
     if count <= 2:
         return np.zeros(count, dtype=np.int64)
-    partitions, _, _ = FINCH(
+    partitions, _, _ = _finch()(
         vectors.astype(np.float32), distance="cosine", ensure_early_exit=False, verbose=False
     )
     return np.asarray(partitions[:, -1], dtype=np.int64)
+
+
+def _finch() -> Any:
+    # Imported on first use: finch pulls in scikit-learn and SciPy (about 2.5 s), which a
+    # config error or a FedAvg run should not wait for. It warns at import when the
+    # optional pynndescent is missing; FPL clusters at most a few hundred vectors, far
+    # below the size where FINCH would use it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from finch.finch import FINCH
+    return FINCH
 
 
 def cluster_prototypes(local: Prototypes) -> Prototypes:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from protofl.errors import ConfigError
@@ -11,10 +11,19 @@ from protofl.errors import ConfigError
 T = TypeVar("T")
 
 
-def unknown_name_message(kind: str, name: str, known: list[str]) -> str:
-    """Say that ``name`` is not a known ``kind``, suggest the closest names and list all."""
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-    hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+def unknown_name_message(
+    kind: str, name: str, known: list[str], aliases: Mapping[str, str] | None = None
+) -> str:
+    """Say that ``name`` is not a known ``kind``, suggest the closest names and list all.
+
+    ``aliases`` map other spellings users reach for (``learning_rate``) to a known name
+    (``lr``), so a typo of the long form still finds the short one.
+    """
+    spellings = {k.lower(): k for k in known}
+    spellings.update({a: t for a, t in (aliases or {}).items() if t in known})
+    close = difflib.get_close_matches(name.lower(), list(spellings), n=6, cutoff=0.5)
+    suggested = list(dict.fromkeys(spellings[c] for c in close))[:3]
+    hint = f" Did you mean {' or '.join(repr(c) for c in suggested)}?" if suggested else ""
     return f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(known))}."
 
 

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from protofl.api import RunResult
 from protofl.config import RunConfig, list_presets, preset_summary
-from protofl.sim.simulator import RoundRecord
+from protofl.records import RoundRecord
+
+if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
+    from protofl.api import RunResult
 
 
 class ProgressObserver:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from protofl.errors import ConfigError
-from protofl.sim.simulator import RoundRecord
+from protofl.records import RoundRecord
 
 LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
 

@@ -1,25 +1,38 @@
 """The hooks through which an algorithm plugs into the one local loop and the one round loop.
 
-An algorithm is a small object with four methods. The server side turns its
-:class:`GlobalState` into a :class:`ServerMessage` and folds the clients'
-:class:`ClientUpdate` s back into a new state; the client side returns a
-:class:`ClientRound`, whose hooks the local loop calls at every step. Client-only state
-(e.g. MOON's previous model) is a dict of named tensors that stays with the client.
+An algorithm declares only what differs from the defaults here. The server side turns its
+:class:`GlobalState` into a :class:`ServerMessage` (default: weights and prototypes), receives
+the clients' :class:`ClientUpdate` s one at a time through an :class:`Aggregation` and turns
+them into the next state; the client side returns a :class:`ClientRound`, whose hooks the
+local loop calls at every step (default: cross-entropy only, no prototypes, nothing kept).
+Client-only state (e.g. MOON's previous model) is a dict of named tensors that stays with
+the client.
+
+The default aggregation folds each update's weights into the run's weight rule as it
+arrives (a running mean: one model's worth of memory however many clients) and hands
+:meth:`Algorithm.aggregate` the folded weights with the updates' remaining fields. An
+algorithm that needs every client's weights (FedHEAL) overrides
+:meth:`Algorithm.start_aggregation` and keeps what it needs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple, Protocol, overload
 
 import torch
 from torch import nn
 
-from protofl.aggregation import is_parameter_entry, sample_weights, weighted_average
+from protofl.aggregation import WeightCombiner, is_parameter_entry, make_combiner
 from protofl.errors import ConfigError
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.registry import unknown_name_message
+from protofl.validation import coerce
+
+WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
 
 
 class LocalStep(NamedTuple):
@@ -37,37 +50,26 @@ class ClientResult:
     """What a client round hands back besides the weights."""
 
     prototypes: Prototypes | None = None
-    tensors: StateDict = field(default_factory=dict)
     state: StateDict = field(default_factory=dict)  # kept on the client for its next round
 
 
-class ClientRound(Protocol):
-    """Per-round client hooks, made by :meth:`Algorithm.start_client`."""
+class ClientRound:
+    """Per-round client hooks, made by :meth:`Algorithm.start_client`.
 
-    collect_prototypes: bool  # accumulate class-mean features over the last local epoch
-    ce_weight: float  # weight of cross-entropy in the local loss
+    The defaults are FedAvg's client: cross-entropy only, no extra terms, and the class
+    prototypes collected over the last epoch are sent when ``collect_prototypes`` is set.
+    """
+
+    collect_prototypes: bool = False  # accumulate class-mean features over the last epoch
+    ce_weight: float = 1.0  # weight of cross-entropy in the local loss
 
     def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
         """Extra loss terms, each a scalar; the loop adds them to the weighted CE."""
-        ...
+        return {}
 
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult: ...
-
-
-class Algorithm(Protocol):
-    """A federated algorithm: its server aggregation and its client hooks."""
-
-    name: str
-
-    def init_state(self, weights: StateDict) -> GlobalState: ...
-
-    def message(self, state: GlobalState) -> ServerMessage: ...
-
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
-    ) -> ClientRound: ...
-
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState: ...
+    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
+        """What to send besides the weights, and what to keep for the next round."""
+        return ClientResult(prototypes=prototypes if self.collect_prototypes else None)
 
 
 @dataclass(frozen=True)
@@ -80,10 +82,126 @@ class AlgorithmContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     num_clients: int = 0  # all clients of the federation (0: unknown)
     parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
+    weight_rule: str = "mean"  # how client weights combine: mean, median, trimmed-mean
+    trim_fraction: float = 0.1  # per end, for trimmed-mean
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
         """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""
         return is_parameter_entry(key, value, self.parameter_names)
+
+    def combiner(self) -> WeightCombiner:
+        """A fresh combiner for the run's weight rule."""
+        return make_combiner(self.weight_rule, self.trim_fraction)
+
+
+class RoundUpdates(Sequence[ClientUpdate]):
+    """A round's screened updates (without their weights) and the weights folded from them.
+
+    ``averages`` holds one combined state per fold the algorithm asked for
+    (:meth:`Algorithm.weight_folds`); ``weights`` is the run's weight rule's result.
+    """
+
+    def __init__(self, updates: Sequence[ClientUpdate], averages: Mapping[str, StateDict]) -> None:
+        self._updates = list(updates)
+        self.averages = dict(averages)
+
+    @property
+    def weights(self) -> StateDict:
+        return dict(self.averages[WEIGHTS])
+
+    @overload
+    def __getitem__(self, index: int) -> ClientUpdate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ClientUpdate]: ...
+
+    def __getitem__(self, index: int | slice) -> ClientUpdate | Sequence[ClientUpdate]:
+        return self._updates[index]
+
+    def __len__(self) -> int:
+        return len(self._updates)
+
+
+class Aggregation(Protocol):
+    """One round's server side: updates arrive one at a time, then the new state."""
+
+    def add(self, update: ClientUpdate) -> None: ...
+
+    def result(self) -> GlobalState: ...
+
+
+class FoldingAggregation:
+    """Folds each update's weights into every combiner as it arrives and drops them, so a
+    round with a running mean holds one model's worth of sums, not a model per client."""
+
+    def __init__(
+        self,
+        state: GlobalState,
+        folds: Mapping[str, WeightCombiner],
+        finish: Callable[[GlobalState, RoundUpdates], GlobalState],
+    ) -> None:
+        self.state, self.folds, self.finish = state, dict(folds), finish
+        self.kept: list[ClientUpdate] = []
+
+    def add(self, update: ClientUpdate) -> None:
+        for combiner in self.folds.values():
+            combiner.add(update.weights, update.num_samples)
+        self.kept.append(dataclasses.replace(update, weights={}))
+
+    def result(self) -> GlobalState:
+        averages = {name: combiner.result() for name, combiner in self.folds.items()}
+        return self.finish(self.state, RoundUpdates(self.kept, averages))
+
+
+class Algorithm:
+    """A federated algorithm. Subclasses set ``name`` and override only what differs:
+    the client hooks (:meth:`start_client`), the server step (:meth:`aggregate`), extra
+    weight folds (:meth:`weight_folds`) or the whole aggregation (:meth:`start_aggregation`).
+
+    The defaults are FedAvg: broadcast the weights (and any prototypes), train with
+    cross-entropy, combine the weights by the run's rule (sample-weighted mean by default).
+    """
+
+    name = ""
+
+    def __init__(self, config: Any, context: AlgorithmContext) -> None:
+        self.config = config
+        self.context = context
+
+    def init_state(self, weights: StateDict) -> GlobalState:
+        return GlobalState(round=0, weights=weights)
+
+    def message(self, state: GlobalState) -> ServerMessage:
+        """Weights and prototypes for the next round; ``state.tensors`` stay on the server."""
+        return ServerMessage(
+            round=state.round + 1, weights=state.weights, prototypes=state.prototypes
+        )
+
+    def start_client(
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+    ) -> ClientRound:
+        return ClientRound()
+
+    def weight_folds(self) -> dict[str, WeightCombiner]:
+        """The running combinations of the clients' weights :meth:`aggregate` reads."""
+        return {WEIGHTS: self.context.combiner()}
+
+    def start_aggregation(self, state: GlobalState) -> Aggregation:
+        return FoldingAggregation(state, self.weight_folds(), self.aggregate)
+
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
+        return GlobalState(state.round + 1, updates.weights)
+
+
+def aggregate_all(
+    algorithm: Algorithm, state: GlobalState, updates: Iterable[ClientUpdate]
+) -> GlobalState:
+    """Run one round's aggregation over ``updates`` in order (the round loops feed it one
+    update at a time as each arrives; tests and the Flower server have them all at once)."""
+    aggregation = algorithm.start_aggregation(state)
+    for update in updates:
+        aggregation.add(update)
+    return aggregation.result()
 
 
 AlgorithmFactory = Callable[[Any, AlgorithmContext], Algorithm]
@@ -102,47 +220,15 @@ class AlgorithmSpec:
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """Build the frozen options, refusing unknown keys with a "did you mean"."""
         known = [f.name for f in fields(self.config_class)]
-        for key in options:
+        hints = typing.get_type_hints(self.config_class)
+        checked = {}
+        for key, value in options.items():
             if key not in known:
                 raise ConfigError(unknown_name_message(f"option of {self.name}", key, known))
-        return self.config_class(**{**self.defaults, **options})
-
-
-def initial_state(weights: StateDict) -> GlobalState:
-    return GlobalState(round=0, weights=weights)
-
-
-def broadcast(state: GlobalState) -> ServerMessage:
-    """The common message: current weights and prototypes for the next round."""
-    return ServerMessage(round=state.round + 1, weights=state.weights, prototypes=state.prototypes)
-
-
-class RoundUpdates(Sequence[ClientUpdate]):
-    """A round's updates whose weights were averaged as they arrived.
-
-    The simulator folds each client's weights into two running averages (by sample count
-    and uniform) and then drops them from the update, so a round holds one model's worth of
-    sums, not a model per client. Algorithms read weights through :func:`average_weights`,
-    never from ``update.weights``, which may be empty here.
-    """
-
-    def __init__(
-        self, updates: Sequence[ClientUpdate], by_samples: StateDict, uniform: StateDict
-    ) -> None:
-        self._updates = list(updates)
-        self.by_samples, self.uniform = by_samples, uniform
-
-    @overload
-    def __getitem__(self, index: int) -> ClientUpdate: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> Sequence[ClientUpdate]: ...
-
-    def __getitem__(self, index: int | slice) -> ClientUpdate | Sequence[ClientUpdate]:
-        return self._updates[index]
-
-    def __len__(self) -> int:
-        return len(self._updates)
+            # a Literal's allowed values are explained by the option class's own check
+            literal = typing.get_origin(hints[key]) is typing.Literal
+            checked[key] = value if literal else coerce(f"{self.name}.{key}", hints[key], value)
+        return self.config_class(**{**self.defaults, **checked})
 
 
 def received_prototypes(message: ServerMessage, model: nn.Module) -> Prototypes | None:
@@ -161,25 +247,18 @@ def local_prototypes(updates: Sequence[ClientUpdate]) -> Prototypes | None:
     return Prototypes.concat(parts) if parts else None
 
 
-def average_weights(updates: Sequence[ClientUpdate], by_samples: bool = True) -> StateDict:
-    """The clients' weights averaged by local sample count (FedAvg), or uniformly."""
-    if isinstance(updates, RoundUpdates):
-        return dict(updates.by_samples if by_samples else updates.uniform)
-    if by_samples:
-        factors = sample_weights([u.num_samples for u in updates])
-    else:
-        factors = [1.0 / len(updates)] * len(updates)
-    return weighted_average([u.weights for u in updates], factors)
-
-
-class NoHooks:
-    """A client round that adds nothing to cross-entropy (FedAvg's client)."""
-
-    collect_prototypes = False
-    ce_weight = 1.0
-
-    def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
-        return {}
-
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
-        return ClientResult()
+def trainable_anchors(
+    model: nn.Module, weights: StateDict
+) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+    """The model's trainable parameters' names and tensors and, in the same order, their
+    values in ``weights`` (detached), e.g. the round's global weights for a proximal or
+    dynamic regulariser."""
+    names: list[str] = []
+    parameters: list[torch.Tensor] = []
+    anchors: list[torch.Tensor] = []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            names.append(name)
+            parameters.append(parameter)
+            anchors.append(weights[name].detach().to(parameter.device))
+    return names, parameters, anchors

@@ -29,26 +29,27 @@ scales alpha per client by its data share; we keep the paper's single alpha.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from protofl.aggregation import UniformMean, WeightCombiner
 from protofl.algorithms.base import (
-    AlgorithmContext,
+    Algorithm,
     ClientResult,
+    ClientRound,
     LocalStep,
-    average_weights,
-    broadcast,
-    initial_state,
+    RoundUpdates,
+    trainable_anchors,
 )
 from protofl.errors import ConfigError
 from protofl.losses import dynamic_regularizer
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
 
 LINEAR = "linear."  # client state: g_i per parameter
 SERVER = "h."  # server state: h per parameter entry
+UNIFORM = "uniform"  # the fold of the plain (unweighted) mean of the clients' weights
 
 
 def linear_term_update(
@@ -85,11 +86,8 @@ class FedDynConfig:
             )
 
 
-class FedDynClientRound:
+class FedDynClientRound(ClientRound):
     """Adds the dynamic regulariser on the local parameters; updates g_i when done."""
-
-    collect_prototypes = False
-    ce_weight = 1.0
 
     def __init__(
         self,
@@ -116,40 +114,31 @@ class FedDynClientRound:
         return ClientResult(state=state)
 
 
-class FedDyn:
+class FedDyn(Algorithm):
     name = "feddyn"
-
-    def __init__(self, config: FedDynConfig, context: AlgorithmContext) -> None:
-        self.config = config
-        self.context = context
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)  # weights only: h stays on the server
+    config: FedDynConfig
 
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
     ) -> FedDynClientRound:
-        names: list[str] = []
-        parameters: list[torch.Tensor] = []
-        linear: list[torch.Tensor] = []
-        anchors: list[torch.Tensor] = []
-        for name, parameter in model.named_parameters():
-            if parameter.requires_grad:
-                names.append(name)
-                parameters.append(parameter)
-                anchors.append(message.weights[name].detach().to(parameter.device))
-                stored = client_state.get(LINEAR + name)  # absent before the first round
-                g = torch.zeros_like(parameter) if stored is None else stored.to(parameter.device)
-                linear.append(g)
+        names, parameters, anchors = trainable_anchors(model, message.weights)
+        linear = []
+        for name, parameter in zip(names, parameters, strict=True):
+            stored = client_state.get(LINEAR + name)  # absent before the first round
+            linear.append(
+                torch.zeros_like(parameter) if stored is None else stored.to(parameter.device)
+            )
         return FedDynClientRound(self.config.alpha, names, parameters, linear, anchors)
 
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+    def weight_folds(self) -> dict[str, WeightCombiner]:
+        # h is built from the plain mean over arrived clients (the paper's Algorithm 1);
+        # buffers keep the run's weight rule (FedAvg's sample-weighted mean by default)
+        return {**super().weight_folds(), UNIFORM: UniformMean()}
+
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         alpha = self.config.alpha
-        weights = average_weights(updates)  # buffers keep this sample-weighted average
-        uniform = average_weights(updates, by_samples=False)
+        weights = updates.weights
+        uniform = updates.averages[UNIFORM]
         participation = len(updates) / max(self.context.num_clients, len(updates))
         server: StateDict = {}
         for key, current in state.weights.items():

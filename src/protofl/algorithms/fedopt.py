@@ -31,21 +31,13 @@ server SGD with momentum 0.9 (FedAvgM) on an unweighted mean, not FedAdam.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from protofl.algorithms.base import (
-    AlgorithmContext,
-    NoHooks,
-    average_weights,
-    broadcast,
-    initial_state,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.errors import ConfigError
-from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.payloads import GlobalState, StateDict
 
 
 def fedadam_step(
@@ -83,27 +75,13 @@ class FedOptConfig:
             raise ConfigError(f"fedopt.tau must be > 0 (it keeps the step finite); got {self.tau}.")
 
 
-class FedOpt:
+class FedOpt(Algorithm):
     name = "fedopt"
+    config: FedOptConfig
 
-    def __init__(self, config: FedOptConfig, context: AlgorithmContext) -> None:
-        self.config = config
-        self.context = context
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)  # weights only: the moments stay on the server
-
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
-    ) -> NoHooks:
-        return NoHooks()
-
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         config = self.config
-        weights = average_weights(updates)  # buffers keep this FedAvg average
+        weights = updates.weights  # buffers keep this FedAvg average; moments stay here
         moments: StateDict = {}
         for key, current in state.weights.items():
             if not self.context.is_parameter(key, current):

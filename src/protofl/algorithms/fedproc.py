@@ -31,25 +31,22 @@ integer).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from protofl.algorithms.base import (
-    AlgorithmContext,
-    ClientResult,
+    Algorithm,
+    ClientRound,
     LocalStep,
-    average_weights,
-    broadcast,
-    initial_state,
+    RoundUpdates,
     local_prototypes,
     received_prototypes,
 )
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.prototypes import global_prototypes
 
 
@@ -71,7 +68,7 @@ class FedProcConfig:
             raise ConfigError(f"fedproc.temperature must be > 0; got {self.temperature}.")
 
 
-class FedProcClientRound:
+class FedProcClientRound(ClientRound):
     """Contrasts features with the global prototypes, weighted by the round's alpha."""
 
     collect_prototypes = True
@@ -94,22 +91,10 @@ class FedProcClientRound:
         )
         return {"contrastive": self.alpha * loss}
 
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
-        return ClientResult(prototypes=prototypes)
 
-
-class FedProc:
+class FedProc(Algorithm):
     name = "fedproc"
-
-    def __init__(self, config: FedProcConfig, context: AlgorithmContext) -> None:
-        self.config = config
-        self.context = context
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)
+    config: FedProcConfig
 
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
@@ -118,8 +103,8 @@ class FedProc:
         alpha = prototype_weight(message.round, self.context.rounds)
         return FedProcClientRound(self.config.temperature, prototypes, alpha)
 
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         context = self.context
         local = local_prototypes(updates)
         prototypes = None if local is None else global_prototypes(local, context.num_classes, False)
-        return GlobalState(state.round + 1, average_weights(updates), prototypes=prototypes)
+        return GlobalState(state.round + 1, updates.weights, prototypes=prototypes)

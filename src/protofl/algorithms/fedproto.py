@@ -27,25 +27,22 @@ integer).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from protofl.algorithms.base import (
-    AlgorithmContext,
-    ClientResult,
+    Algorithm,
+    ClientRound,
     LocalStep,
-    average_weights,
-    broadcast,
-    initial_state,
+    RoundUpdates,
     local_prototypes,
     received_prototypes,
 )
 from protofl.errors import ConfigError
 from protofl.losses import unbiased_consistency_loss
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.prototypes import class_means, global_prototypes
 
 
@@ -65,11 +62,10 @@ class FedProtoConfig:
             )
 
 
-class FedProtoClientRound:
+class FedProtoClientRound(ClientRound):
     """Pulls each feature towards its class's global prototype; collects local prototypes."""
 
     collect_prototypes = True
-    ce_weight = 1.0
 
     def __init__(self, proto_weight: float, prototypes: Prototypes | None, num_classes: int):
         self.proto_weight = proto_weight
@@ -86,22 +82,10 @@ class FedProtoClientRound:
         distance = unbiased_consistency_loss(step.features, step.labels, means, has, "mean")
         return {"proto": self.proto_weight * distance}
 
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
-        return ClientResult(prototypes=prototypes)
 
-
-class FedProto:
+class FedProto(Algorithm):
     name = "fedproto"
-
-    def __init__(self, config: FedProtoConfig, context: AlgorithmContext) -> None:
-        self.config = config
-        self.context = context
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)
+    config: FedProtoConfig
 
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
@@ -109,9 +93,9 @@ class FedProto:
         prototypes = received_prototypes(message, model)
         return FedProtoClientRound(self.config.proto_weight, prototypes, self.context.num_classes)
 
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         context = self.context
         local = local_prototypes(updates)
         weighted = self.config.weight_by_samples
         prototypes = global_prototypes(local, context.num_classes, weighted) if local else None
-        return GlobalState(state.round + 1, average_weights(updates), prototypes=prototypes)
+        return GlobalState(state.round + 1, updates.weights, prototypes=prototypes)

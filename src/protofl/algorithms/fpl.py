@@ -29,7 +29,6 @@ terms vectorised over the batch. The numbers are the same (tested against a plai
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -37,18 +36,16 @@ import torch
 from torch import nn
 
 from protofl.algorithms.base import (
-    AlgorithmContext,
-    ClientResult,
+    Algorithm,
+    ClientRound,
     LocalStep,
-    average_weights,
-    broadcast,
-    initial_state,
+    RoundUpdates,
     local_prototypes,
     received_prototypes,
 )
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.prototypes import class_means, cluster_prototypes
 
 
@@ -97,11 +94,10 @@ def global_from_clusters(
     return class_means(clusters, num_classes, weighted=True)
 
 
-class FPLClientRound:
+class FPLClientRound(ClientRound):
     """FPL's hooks for one client round, with the round's prototypes already on the device."""
 
     collect_prototypes = True
-    ce_weight = 1.0
 
     def __init__(self, config: FPLConfig, clusters: Prototypes | None, num_classes: int) -> None:
         self.config = config
@@ -139,22 +135,10 @@ class FPLClientRound:
             )
         return {"cpcl": cpcl, "upcr": upcr}
 
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
-        return ClientResult(prototypes=prototypes)
 
-
-class FPL:
+class FPL(Algorithm):
     name = "fpl"
-
-    def __init__(self, config: FPLConfig, context: AlgorithmContext) -> None:
-        self.config = config
-        self.context = context
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)
+    config: FPLConfig
 
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
@@ -162,7 +146,7 @@ class FPL:
         clusters = received_prototypes(message, model)
         return FPLClientRound(self.config, clusters, self.context.num_classes)
 
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
+    def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         local = local_prototypes(updates)
         clusters = cluster_prototypes(local) if local is not None else None
-        return GlobalState(state.round + 1, average_weights(updates), prototypes=clusters)
+        return GlobalState(state.round + 1, updates.weights, prototypes=clusters)

@@ -34,23 +34,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from protofl.algorithms.base import (
-    AlgorithmContext,
-    ClientResult,
-    LocalStep,
-    average_weights,
-    broadcast,
-    initial_state,
-)
+from protofl.algorithms.base import Algorithm, ClientResult, ClientRound, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import model_contrastive_loss
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import Prototypes, ServerMessage, StateDict
 
 PREVIOUS = "previous_model."  # prefix of the previous local model's entries in client state
 
@@ -78,11 +70,8 @@ def frozen_copy(model: nn.Module, weights: StateDict) -> nn.Module:
     return frozen
 
 
-class MOONClientRound:
+class MOONClientRound(ClientRound):
     """Contrasts the local feature with the global (positive) and previous (negative) ones."""
-
-    collect_prototypes = False
-    ce_weight = 1.0
 
     def __init__(self, config: MOONConfig, frozen: tuple[nn.Module, nn.Module] | None) -> None:
         self.config = config
@@ -103,17 +92,9 @@ class MOONClientRound:
         return ClientResult(state=previous)
 
 
-class MOON:
+class MOON(Algorithm):
     name = "moon"
-
-    def __init__(self, config: MOONConfig, context: AlgorithmContext) -> None:
-        self.config = config
-
-    def init_state(self, weights: StateDict) -> GlobalState:
-        return initial_state(weights)
-
-    def message(self, state: GlobalState) -> ServerMessage:
-        return broadcast(state)
+    config: MOONConfig
 
     def start_client(
         self, message: ServerMessage, model: nn.Module, client_state: StateDict
@@ -125,6 +106,3 @@ class MOON:
             return MOONClientRound(self.config, None)
         frozen = (frozen_copy(model, message.weights), frozen_copy(model, previous))
         return MOONClientRound(self.config, frozen)
-
-    def aggregate(self, state: GlobalState, updates: Sequence[ClientUpdate]) -> GlobalState:
-        return GlobalState(state.round + 1, average_weights(updates))

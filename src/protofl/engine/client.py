@@ -63,7 +63,6 @@ def run_client_round(
         weights=copy_state(worker),
         prototypes=prototypes,
         metrics=outcome.metrics,
-        tensors=result.tensors,
     )
     # contiguous like the weights, so the state is laid out the same on every path (the
     # bf16 path keeps the model channels-last; Flower's records are always contiguous)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import torch
@@ -9,6 +10,9 @@ from torch import nn
 
 from protofl.engine.data import TestSet
 from protofl.engine.precision import FP32, Precision
+from protofl.payloads import ClientUpdate, GlobalState
+from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.records import RoundRecord
 
 
 def evaluate(
@@ -35,3 +39,44 @@ def evaluate(
 def mean_accuracy(per_domain: dict[str, float]) -> float:
     """Unweighted mean over domains, as the paper's AVG column."""
     return sum(per_domain.values()) / len(per_domain)
+
+
+def evaluate_round(
+    state: GlobalState,
+    updates: Sequence[ClientUpdate],
+    rejected: dict[str, str],
+    started: float,
+    model: nn.Module,
+    test_sets: Sequence[TestSet],
+    eval_batch_size: int,
+    precision: Precision,
+    privacy: PrototypePrivacy,
+) -> RoundRecord:
+    """Test the aggregated model on every domain and record the round.
+
+    Shared by the simulator and the Flower server so both write the same records.
+    ``started`` is when the round's training began (``time.perf_counter``).
+    """
+    trained = time.perf_counter()
+    model.load_state_dict(state.weights)
+    per_domain = evaluate(model, test_sets, eval_batch_size, precision)
+    return RoundRecord(
+        round=state.round,
+        per_domain_accuracy=per_domain,
+        mean_accuracy=mean_accuracy(per_domain),
+        train=_weighted_metrics(updates),
+        clients={u.client_id: u.metrics for u in updates},
+        num_prototypes=len(state.prototypes) if state.prototypes else 0,
+        train_seconds=trained - started,
+        eval_seconds=time.perf_counter() - trained,
+        rejected=rejected,
+        privacy_epsilon=epsilons(privacy, state.round)[-1] if privacy.enabled else None,
+    )
+
+
+def _weighted_metrics(updates: Sequence[ClientUpdate]) -> dict[str, float]:
+    total = sum(u.num_samples for u in updates)
+    keys = sorted({key for u in updates for key in u.metrics})
+    return {
+        key: sum(u.metrics.get(key, 0.0) * u.num_samples for u in updates) / total for key in keys
+    }

@@ -13,31 +13,23 @@ from torch import nn
 from protofl.algorithms.base import ClientRound, LocalStep
 from protofl.engine.data import ClientData
 from protofl.engine.precision import FP32, Precision
-from protofl.errors import ConfigError, TrainingError
+from protofl.errors import TrainingError
 from protofl.payloads import Prototypes
 from protofl.prototypes import PrototypeAccumulator
 
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """Local optimisation settings; the paper uses SGD 0.01 / 0.9 / 1e-5, batch 64."""
+    """Local optimisation settings; the paper uses SGD 0.01 / 0.9 / 1e-5, batch 64.
+
+    Checked where they enter, in :class:`~protofl.config.RunConfig`; trusted here.
+    """
 
     epochs: int = 1
     batch_size: int = 64
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(
-                f"local epochs and batch size must be >= 1; got {self.epochs}, {self.batch_size}."
-            )
-        if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
-            raise ConfigError(
-                f"need lr > 0, momentum >= 0, weight_decay >= 0; got {self.lr}, "
-                f"{self.momentum}, {self.weight_decay}."
-            )
 
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

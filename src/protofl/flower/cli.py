@@ -50,7 +50,7 @@ def add_flower_commands(commands: Any) -> argparse.ArgumentParser:
 
 def run_flower_command(args: argparse.Namespace) -> int:
     """Handle ``protofl flower ...``; returns the exit status."""
-    from protofl.cli import config_from_args
+    from protofl.arguments import config_from_args
     from protofl.config import parse_assignments
     from protofl.flower.project import write_app
     from protofl.flower.settings import FLOWER_SECTION, parse_flower_settings

@@ -10,8 +10,6 @@ Layout of a message's :class:`~flwr.app.RecordDict` (the same both ways):
     of that class's ``k`` prototypes (``k`` differs between classes). Never pickled.
 ``"prototype_support"``
     ConfigRecord, key ``str(class)``, the ``k`` support counts of those prototypes.
-``"tensors"``
-    ArrayRecord of algorithm-specific extras (``ServerMessage.tensors``/``ClientUpdate.tensors``).
 ``"meta"``
     ConfigRecord of scalars: ``round`` (server), ``client_id``, ``client_index`` and
     ``num_samples`` (client), ``prototype_dim`` when prototypes are present.
@@ -36,11 +34,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from protofl.errors import PayloadError
 from protofl.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
 
-WEIGHTS, PROTOTYPES, SUPPORT, TENSORS, META, METRICS = (
+WEIGHTS, PROTOTYPES, SUPPORT, META, METRICS = (
     "weights",
     "prototypes",
     "prototype_support",
-    "tensors",
     "meta",
     "metrics",
 )
@@ -71,8 +68,6 @@ def encode_server_message(message: ServerMessage) -> RecordDict:
     content = RecordDict({WEIGHTS: encode_tensors(message.weights)})
     meta = ConfigRecord({"round": message.round})
     _put_prototypes(content, meta, message.prototypes)
-    if message.tensors:
-        content[TENSORS] = encode_tensors(message.tensors)
     content[META] = meta
     return content
 
@@ -85,7 +80,6 @@ def decode_server_message(content: RecordDict, expected: Expected) -> ServerMess
         round=round_index,
         weights=_weights(content, expected, "server message"),
         prototypes=_prototypes(content, meta, expected, "server message"),
-        tensors=_extras(content, expected.device, "server message"),
     )
 
 
@@ -99,8 +93,6 @@ def encode_client_update(update: ClientUpdate, client_index: int) -> RecordDict:
         }
     )
     _put_prototypes(content, meta, update.prototypes)
-    if update.tensors:
-        content[TENSORS] = encode_tensors(update.tensors)
     content[META] = meta
     content[METRICS] = MetricRecord({key: float(value) for key, value in update.metrics.items()})
     return content
@@ -132,12 +124,12 @@ def screen_client_update(
     index = _int(meta, "client_index", where, minimum=0)
     num_samples = _int(meta, "num_samples", where, minimum=1)
     weights = _weights(content, expected, where)
-    metrics, extras = _metrics(content, where), _extras(content, expected.device, where)
+    metrics = _metrics(content, where)
     try:
         prototypes, problem = _prototypes(content, meta, expected, where), None
     except PayloadError as err:
         prototypes, problem = None, str(err)
-    update = ClientUpdate(client_id, num_samples, weights, prototypes, metrics, extras)
+    update = ClientUpdate(client_id, num_samples, weights, prototypes, metrics)
     return update, index, problem
 
 
@@ -271,16 +263,6 @@ def _weights(content: RecordDict, expected: Expected, where: str) -> StateDict:
         _check_finite(tensor, f"{where}: weights[{key!r}]")
         weights[key] = tensor.to(expected.device)
     return weights
-
-
-def _extras(content: RecordDict, device: torch.device, where: str) -> StateDict:
-    record = content.array_records.get(TENSORS)
-    if record is None:
-        return {}
-    tensors = decode_tensors(record, f"{where}: tensors", device)
-    for key, tensor in tensors.items():
-        _check_finite(tensor, f"{where}: tensors[{key!r}]")
-    return tensors
 
 
 def _metrics(content: RecordDict, where: str) -> dict[str, float]:

@@ -27,7 +27,7 @@ from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
-from protofl.sim.simulator import RoundRecord
+from protofl.records import RoundRecord
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each round: ``algorithm.message(state)`` is encoded for every connected node, sent with a
 timeout, the replies are decoded and validated into :class:`~protofl.payloads.ClientUpdate`
 s (a bad or failed reply is logged and that client dropped for the round), the updates are
-put in federation order, ``algorithm.aggregate`` folds them into the new
+put in federation order, the algorithm's aggregation folds them into the new
 :class:`~protofl.payloads.GlobalState`, and the global model is tested on every domain.
 Fewer than ``flower.min_clients`` valid updates stops the run with a
 :class:`~protofl.errors.TrainingError`; nothing waits without a timeout.
@@ -21,19 +21,18 @@ from typing import Any, Protocol
 from flwr.app import Message
 from torch import nn
 
-from protofl.aggregation import RunningAverage
 from protofl.algorithms import Algorithm
-from protofl.algorithms.base import RoundUpdates
 from protofl.config import RunConfig
 from protofl.engine.client import NO_PRIVACY, copy_state
 from protofl.engine.data import TestSet
+from protofl.engine.evaluate import evaluate_round
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import PayloadError, TrainingError
 from protofl.flower.codec import Expected, encode_server_message, screen_client_update
 from protofl.flower.settings import FlowerSettings
 from protofl.payloads import ClientUpdate, GlobalState
 from protofl.privacy import PrototypePrivacy
-from protofl.sim.simulator import RoundRecord, evaluate_round
+from protofl.records import RoundRecord
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +128,10 @@ class ProtoflStrategy:
 
     def aggregate_train(
         self, round_index: int, sent: Sequence[Message], replies: Iterable[Message]
-    ) -> tuple[RoundUpdates, dict[str, str]]:
-        """The valid updates in federation order, their weights folded into running averages
-        as the simulator folds them, and ``{client or node: why}`` for everyone left out."""
+    ) -> tuple[list[ClientUpdate], dict[str, str]]:
+        """Hand the valid updates to the algorithm's aggregation in federation order, as the
+        simulator does, and set the new state. Returns the updates without their weights and
+        ``{client or node: why}`` for everyone left out."""
         received, rejected = self._collect(round_index, sent, replies)
         minimum = self.setup.settings.min_clients
         if len(received) < minimum:
@@ -141,14 +141,14 @@ class ProtoflStrategy:
                 f"flower.min_clients is {minimum}. Left out: "
                 + "; ".join(f"{who}: {why}" for who, why in rejected.items())
             )
-        by_samples, uniform = RunningAverage(), RunningAverage()
+        aggregation = self.setup.algorithm.start_aggregation(self.state)
         kept = []
         for index in sorted(received):  # the simulator's order, so sums round the same way
             update = received[index]
-            by_samples.add(update.weights, update.num_samples)
-            uniform.add(update.weights, 1.0)
+            aggregation.add(update)
             kept.append(dataclasses.replace(update, weights={}))
-        return RoundUpdates(kept, by_samples.result(), uniform.result()), rejected
+        self.state = aggregation.result()
+        return kept, rejected
 
     def run_round(self, grid: Grid) -> RoundRecord:
         """Send, receive, aggregate, evaluate: one round, recorded as the simulator does."""
@@ -162,7 +162,6 @@ class ProtoflStrategy:
         started = time.perf_counter()
         replies = grid.send_and_receive(messages, timeout=self.setup.settings.round_timeout)
         updates, rejected = self.aggregate_train(round_index, messages, replies)
-        self.state = self.setup.algorithm.aggregate(self.state, updates)
         setup = self.setup
         record = evaluate_round(
             self.state,

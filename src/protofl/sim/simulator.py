@@ -11,51 +11,24 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from torch import nn
 
-from protofl.aggregation import RunningAverage
-from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.base import Algorithm
 from protofl.engine.client import copy_state, run_client_round
-from protofl.engine.data import ClientData, Federation, TestSet
-from protofl.engine.evaluate import evaluate, mean_accuracy
+from protofl.engine.data import ClientData, Federation
+from protofl.engine.evaluate import evaluate_round
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
-from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.privacy import PrototypePrivacy
+from protofl.records import Observer, RoundRecord
 from protofl.screening import report, screen_update
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """What one round produced; one line of ``metrics.jsonl``."""
-
-    round: int
-    per_domain_accuracy: dict[str, float]
-    mean_accuracy: float
-    train: dict[str, float]  # sample-weighted means of the clients' loss terms
-    clients: dict[str, dict[str, float]]
-    num_prototypes: int
-    train_seconds: float
-    eval_seconds: float
-    rejected: dict[str, str] = field(default_factory=dict)  # client id -> why
-    privacy_epsilon: float | None = None  # prototype privacy spent so far, when enabled
-
-
-class Observer(Protocol):
-    """Progress callbacks; the CLI draws bars from them, the library only logs."""
-
-    def round_started(self, round_index: int, rounds: int) -> None: ...
-
-    def client_finished(self, round_index: int, client_id: str) -> None: ...
-
-    def round_finished(self, record: RoundRecord) -> None: ...
 
 
 @dataclass
@@ -136,7 +109,6 @@ class Simulation:
             observer.round_started(message.round, rounds)
         started = time.perf_counter()
         updates, rejected = self._collect_updates(message, observer)
-        self.state = self.algorithm.aggregate(self.state, updates)
         record = evaluate_round(
             self.state,
             updates,
@@ -154,9 +126,11 @@ class Simulation:
 
     def _collect_updates(
         self, message: ServerMessage, observer: Observer | None
-    ) -> tuple[RoundUpdates, dict[str, str]]:
-        """Train every client; screen each update and fold its weights in as it arrives."""
-        by_samples, uniform = RunningAverage(), RunningAverage()
+    ) -> tuple[list[ClientUpdate], dict[str, str]]:
+        """Train every client, screen each update and hand it to the algorithm's aggregation
+        as it arrives; set the new state. Returns the kept updates without their weights (for
+        the round's record) and ``{client: why}`` for what was refused."""
+        aggregation = self.algorithm.start_aggregation(self.state)
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
         for index, client in enumerate(self.federation.clients):
@@ -167,13 +141,13 @@ class Simulation:
             if reason is not None:
                 rejected[client.client_id] = reason
             if screened is not None:
-                by_samples.add(screened.weights, screened.num_samples)
-                uniform.add(screened.weights, 1.0)
+                aggregation.add(screened)
                 kept.append(dataclasses.replace(screened, weights={}))
             if observer is not None:
                 observer.client_finished(message.round, client.client_id)
         report(rejected, len(kept), message.round)
-        return RoundUpdates(kept, by_samples.result(), uniform.result()), rejected
+        self.state = aggregation.result()
+        return kept, rejected
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
@@ -193,44 +167,3 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         return update
-
-
-def evaluate_round(
-    state: GlobalState,
-    updates: Sequence[ClientUpdate],
-    rejected: dict[str, str],
-    started: float,
-    model: nn.Module,
-    test_sets: Sequence[TestSet],
-    eval_batch_size: int,
-    precision: Precision,
-    privacy: PrototypePrivacy,
-) -> RoundRecord:
-    """Test the aggregated model on every domain and record the round.
-
-    Shared by the simulator and the Flower server so both write the same records.
-    ``started`` is when the round's training began (``time.perf_counter``).
-    """
-    trained = time.perf_counter()
-    model.load_state_dict(state.weights)
-    per_domain = evaluate(model, test_sets, eval_batch_size, precision)
-    return RoundRecord(
-        round=state.round,
-        per_domain_accuracy=per_domain,
-        mean_accuracy=mean_accuracy(per_domain),
-        train=_weighted_metrics(updates),
-        clients={u.client_id: u.metrics for u in updates},
-        num_prototypes=len(state.prototypes) if state.prototypes else 0,
-        train_seconds=trained - started,
-        eval_seconds=time.perf_counter() - trained,
-        rejected=rejected,
-        privacy_epsilon=epsilons(privacy, state.round)[-1] if privacy.enabled else None,
-    )
-
-
-def _weighted_metrics(updates: Sequence[ClientUpdate]) -> dict[str, float]:
-    total = sum(u.num_samples for u in updates)
-    keys = sorted({key for u in updates for key in u.metrics})
-    return {
-        key: sum(u.metrics.get(key, 0.0) * u.num_samples for u in updates) / total for key in keys
-    }

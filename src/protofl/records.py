@@ -1,0 +1,36 @@
+"""What a round leaves behind: the record of ``metrics.jsonl`` and the progress callbacks.
+
+Shared by the simulator, the Flower server, results, checkpoints and reporting, so none of
+them needs to import the round loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """What one round produced; one line of ``metrics.jsonl``."""
+
+    round: int
+    per_domain_accuracy: dict[str, float]
+    mean_accuracy: float
+    train: dict[str, float]  # sample-weighted means of the clients' loss terms
+    clients: dict[str, dict[str, float]]
+    num_prototypes: int
+    train_seconds: float
+    eval_seconds: float
+    rejected: dict[str, str] = field(default_factory=dict)  # client id -> why
+    privacy_epsilon: float | None = None  # prototype privacy spent so far, when enabled
+
+
+class Observer(Protocol):
+    """Progress callbacks; the CLI draws bars from them, the library only logs."""
+
+    def round_started(self, round_index: int, rounds: int) -> None: ...
+
+    def client_finished(self, round_index: int, client_id: str) -> None: ...
+
+    def round_finished(self, record: RoundRecord) -> None: ...
