@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -30,8 +31,13 @@ from tiny_data import TinyNet, tiny_clients
 NAMES = ALGORITHMS.names()
 BASELINES = ["fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedproc", "fedproto", "fpl"]
 ABLATIONS = ["fpl-cpcl-only", "fpl-upcr-only", "fpl-global-consistency", "fpl-global-contrast"]
-PRIVATE = {"moon": "previous_model.", "feddyn": "linear."}  # client-only state, by key prefix
-SERVER_ONLY = {"feddyn": ("h.",), "fedopt": ("m.", "v.")}  # GlobalState.tensors, by prefix
+PRIVATE = {"moon": "previous_model.", "feddyn": "linear.", "fedbn": "local."}  # by key prefix
+SERVER_ONLY = {  # GlobalState.tensors, by prefix
+    "feddyn": ("h.",),
+    "fedopt": ("m.", "v."),
+    "fedheal": ("fedheal.",),
+    "fpl-fedheal": ("fedheal.",),
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -94,6 +100,9 @@ class Recording:
 
     def start_client(self, message: ServerMessage, model: nn.Module, client_state: StateDict):  # type: ignore[no-untyped-def]
         return self.inner.start_client(message, model, client_state)
+
+    def __getattr__(self, name: str) -> Any:  # every other hook is the inner algorithm's
+        return getattr(self.inner, name)
 
     def start_aggregation(self, state: GlobalState) -> RecordedAggregation:
         return RecordedAggregation(self.inner.start_aggregation(state), self.states)

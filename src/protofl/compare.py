@@ -109,25 +109,34 @@ def tabulate(plan: ComparePlan) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     domains: list[str] = []
     for algorithm in plan.algorithms:
-        per_seed, curves = [], {}
+        histories = {}
         for seed in plan.seeds:
             folder = plan.run_dir(algorithm, seed)
-            history = load_history(folder)
+            histories[seed] = load_history(folder)
             saved = json.loads((folder / "config.json").read_text())
             domains = saved["resolved"]["domains"]  # the benchmark's order, as in the paper
-            tail = history[-LAST:]
-            scores = {
-                d: 100 * statistics.fmean(r["per_domain_accuracy"][d] for r in tail)
-                for d in domains
-            }
-            scores["AVG"] = statistics.fmean(scores[d] for d in domains)
-            per_seed.append(scores)
-            curves[str(seed)] = [100 * r["mean_accuracy"] for r in history]
-        rows[algorithm] = {
-            column: _mean_std([s[column] for s in per_seed]) for column in [*domains, "AVG"]
-        }
-        rows[algorithm]["curves"] = curves
+        rows[algorithm] = _row(histories, domains, "per_domain_accuracy", "mean_accuracy")
+        if all(h[-1].get("personal_accuracy") for h in histories.values()):
+            # algorithms with local layers: each client's own model, beside the global one
+            personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
+            rows[f"{algorithm} (personalised)"] = personal
     return {"domains": domains, "rows": rows, "seeds": list(plan.seeds)}
+
+
+def _row(
+    histories: Mapping[int, list[dict[str, Any]]], domains: list[str], per_domain: str, mean: str
+) -> dict[str, Any]:
+    """One table row: per-domain and AVG (%), each the mean over a run's last rounds, then
+    mean and std over seeds; with every seed's per-round curve."""
+    per_seed = []
+    for history in histories.values():
+        tail = history[-LAST:]
+        scores = {d: 100 * statistics.fmean(r[per_domain][d] for r in tail) for d in domains}
+        scores["AVG"] = statistics.fmean(scores[d] for d in domains)
+        per_seed.append(scores)
+    row: dict[str, Any] = {c: _mean_std([s[c] for s in per_seed]) for c in [*domains, "AVG"]}
+    row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
+    return row
 
 
 def _mean_std(values: list[float]) -> dict[str, float]:

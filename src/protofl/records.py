@@ -24,6 +24,10 @@ class RoundRecord:
     eval_seconds: float
     rejected: dict[str, str] = field(default_factory=dict)  # client id -> why
     privacy_epsilon: float | None = None  # prototype privacy spent so far, when enabled
+    # algorithms with local layers (FedBN): each domain's clients' own models on its test
+    # split, the plain mean over the domain's clients; None when every client is global
+    personal_accuracy: dict[str, float] | None = None
+    personal_mean_accuracy: float | None = None
 
 
 class Observer(Protocol):

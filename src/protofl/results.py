@@ -69,6 +69,7 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
                 d: sum(r.per_domain_accuracy[d] for r in tail) / len(tail) for d in domains
             },
             "mean_accuracy": sum(r.mean_accuracy for r in tail) / len(tail),
+            **_personal_tail(tail),
         },
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
         "timing": {
@@ -79,4 +80,19 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
             # from every round's own record, so it stays right across resumes
             "seconds_per_round": (train + evaluation) / len(history),
         },
+    }
+
+
+def _personal_tail(tail: Sequence[RoundRecord]) -> dict[str, Any]:
+    """The last rounds' personalised accuracies, for algorithms with local layers."""
+    scored = [r for r in tail if r.personal_accuracy is not None]
+    if not scored:
+        return {}
+    domains = list(scored[-1].personal_accuracy or {})
+    return {
+        "personal_per_domain_accuracy": {
+            d: sum((r.personal_accuracy or {})[d] for r in scored) / len(scored) for d in domains
+        },
+        "personal_mean_accuracy": sum(r.personal_mean_accuracy or 0.0 for r in scored)
+        / len(scored),
     }

@@ -14,7 +14,9 @@ from protofl.algorithms.base import (
     LocalStep,
 )
 from protofl.algorithms.fedavg import FedAvg, FedAvgConfig
+from protofl.algorithms.fedbn import FedBN, FedBNConfig
 from protofl.algorithms.feddyn import FedDyn, FedDynConfig
+from protofl.algorithms.fedheal import with_fedheal
 from protofl.algorithms.fedopt import FedOpt, FedOptConfig
 from protofl.algorithms.fedproc import FedProc, FedProcConfig
 from protofl.algorithms.fedproto import FedProto, FedProtoConfig
@@ -43,6 +45,17 @@ _fpl_ablation("fpl-cpcl-only", "CE + CPCL (Table 1)", upcr_weight=0.0)
 _fpl_ablation("fpl-upcr-only", "CE + UPCR (Table 1)", cpcl_weight=0.0)
 _fpl_ablation("fpl-global-consistency", "UPCR to G (T3)", cpcl_weight=0.0, upcr_target="global")
 _fpl_ablation("fpl-global-contrast", "CPCL on G (F5)", upcr_weight=0.0, cpcl_prototypes="global")
+
+# After FPL: FedBN and the successors
+ALGORITHMS.add(
+    "fedbn", AlgorithmSpec("fedbn", FedBNConfig, FedBN, "FedBN: local BatchNorm (Li 2021)")
+)
+ALGORITHMS.add(
+    "fedheal", with_fedheal(ALGORITHMS.get("fedavg"), "fedheal", "FedAvg + FedHEAL (Chen 2024)")
+)
+ALGORITHMS.add(
+    "fpl-fedheal", with_fedheal(ALGORITHMS.get("fpl"), "fpl-fedheal", "FPL + FedHEAL server step")
+)
 
 
 def build_algorithm(name: str, options: Mapping[str, Any], context: AlgorithmContext) -> Algorithm:

@@ -43,6 +43,7 @@ class LocalStep(NamedTuple):
     labels: torch.Tensor  # [B] int64
     features: torch.Tensor  # [B, D]
     logits: torch.Tensor  # [B, C]
+    last_epoch: bool = False  # the round's last local epoch (where prototypes are taken)
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,11 @@ class Algorithm:
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         return GlobalState(state.round + 1, updates.weights)
+
+    def personal_weights(self, weights: StateDict, client_state: StateDict) -> StateDict | None:
+        """The weights a client would use given the global ones, for algorithms that keep
+        local layers (FedBN); None: every client uses the global model."""
+        return None
 
 
 def aggregate_all(

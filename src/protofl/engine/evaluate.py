@@ -10,7 +10,7 @@ from torch import nn
 
 from protofl.engine.data import TestSet
 from protofl.engine.precision import FP32, Precision
-from protofl.payloads import ClientUpdate, GlobalState
+from protofl.payloads import ClientUpdate, GlobalState, StateDict
 from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.records import RoundRecord
 
@@ -34,6 +34,25 @@ def evaluate(
             accuracies[test_set.domain] = int(correct) / len(test_set.data)
     model.train(was_training)
     return accuracies
+
+
+def evaluate_personal(
+    model: nn.Module,
+    clients: Sequence[tuple[str, StateDict]],
+    test_sets: Sequence[TestSet],
+    batch_size: int,
+    precision: Precision = FP32,
+) -> dict[str, float]:
+    """Each ``(domain, weights)`` client's model on its domain's test split; a domain's
+    accuracy is the plain mean over its clients (every client counts alike, as every
+    client's user would). ``model`` is loaded with each client's weights in turn."""
+    by_domain = {test_set.domain: test_set for test_set in test_sets}
+    scores: dict[str, list[float]] = {}
+    for domain, weights in clients:
+        model.load_state_dict(weights)
+        accuracy = evaluate(model, [by_domain[domain]], batch_size, precision)[domain]
+        scores.setdefault(domain, []).append(accuracy)
+    return {domain: sum(values) / len(values) for domain, values in scores.items()}
 
 
 def mean_accuracy(per_domain: dict[str, float]) -> float:

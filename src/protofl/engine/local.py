@@ -101,7 +101,7 @@ def train_locally(
             with precision.autocast():
                 features, logits = forward(inputs)
             features, logits = features.float(), logits.float()
-            step = LocalStep(model, inputs, labels, features, logits)
+            step = LocalStep(model, inputs, labels, features, logits, last_epoch)
             terms = {"ce": F.cross_entropy(logits, labels)}
             terms.update(hooks.loss_terms(step))
             loss = hooks.ce_weight * terms["ce"] + sum(

@@ -19,7 +19,7 @@ from torch import nn
 from protofl.algorithms.base import Algorithm
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
-from protofl.engine.evaluate import evaluate_round
+from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.models.base import check_feature_model
@@ -120,9 +120,30 @@ class Simulation:
             self.precision,
             self.privacy,
         )
+        record = self._with_personal_accuracy(record)
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
         return record
+
+    def _with_personal_accuracy(self, record: RoundRecord) -> RoundRecord:
+        """Add each domain's personalised accuracy when the algorithm keeps local layers."""
+        clients = []
+        for client in self.federation.clients:
+            state = self.client_states.get(client.client_id, {})
+            weights = self.algorithm.personal_weights(self.state.weights, state)
+            if weights is None:
+                return record
+            clients.append((client.domain, weights))
+        started = time.perf_counter()
+        personal = evaluate_personal(
+            self._worker, clients, self.federation.test_sets, self.eval_batch_size, self.precision
+        )
+        return dataclasses.replace(
+            record,
+            personal_accuracy=personal,
+            personal_mean_accuracy=mean_accuracy(personal),
+            eval_seconds=record.eval_seconds + time.perf_counter() - started,
+        )
 
     def _collect_updates(
         self, message: ServerMessage, observer: Observer | None
