@@ -18,6 +18,7 @@ from protofl.algorithms.fedbn import FedBN, FedBNConfig
 from protofl.algorithms.feddyn import FedDyn, FedDynConfig
 from protofl.algorithms.fedheal import with_fedheal
 from protofl.algorithms.fedopt import FedOpt, FedOptConfig
+from protofl.algorithms.fedplvm import FedPLVM, FedPLVMConfig
 from protofl.algorithms.fedproc import FedProc, FedProcConfig
 from protofl.algorithms.fedproto import FedProto, FedProtoConfig
 from protofl.algorithms.fedprox import FedProx, FedProxConfig
@@ -53,6 +54,7 @@ ALGORITHMS.add(
 ALGORITHMS.add(
     "fedheal", with_fedheal(ALGORITHMS.get("fedavg"), "fedheal", "FedAvg + FedHEAL (Chen 2024)")
 )
+ALGORITHMS.add("fedplvm", AlgorithmSpec("fedplvm", FedPLVMConfig, FedPLVM, "FedPLVM (Wang 2024)"))
 ALGORITHMS.add(
     "fpl-fedheal", with_fedheal(ALGORITHMS.get("fpl"), "fpl-fedheal", "FPL + FedHEAL server step")
 )
