@@ -12,7 +12,7 @@ from torch import nn
 
 from protofl.aggregation import is_parameter_entry
 from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
-from protofl.algorithms.base import aggregate_all
+from protofl.algorithms.base import ClientInfo, aggregate_all
 from protofl.algorithms.feddyn import LINEAR, linear_term_update, server_update
 from protofl.algorithms.fedopt import fedadam_step
 from protofl.algorithms.fedproc import prototype_weight
@@ -70,7 +70,7 @@ def step_on(model: nn.Module, labels: list[int]) -> LocalStep:
 
 def client_round(name: str, model: nn.Module, message: ServerMessage, state: StateDict, **options):  # type: ignore[no-untyped-def]
     algorithm = build_algorithm(name, options, CONTEXT)
-    return algorithm.start_client(message, model, state)
+    return algorithm.start_client(message, model, state, ClientInfo("c0", "d"))
 
 
 def update(client: str, weights: StateDict, samples: int, protos: Prototypes | None = None):  # type: ignore[no-untyped-def]
@@ -416,7 +416,7 @@ def fpl_hooks(name: str, clusters: Prototypes):  # type: ignore[no-untyped-def]
     context = AlgorithmContext(num_classes=2, feature_dim=4, rounds=3)
     model = nn.Linear(4, 4)
     message = ServerMessage(2, model.state_dict(), prototypes=clusters)
-    return build_algorithm(name, {}, context).start_client(message, model, {})
+    return build_algorithm(name, {}, context).start_client(message, model, {}, ClientInfo("c", "d"))
 
 
 def test_fpl_ablation_targets() -> None:

@@ -138,7 +138,7 @@ def test_client_state_round_trip() -> None:
     class CountingAlgorithm(Algorithm):
         name = "counting"
 
-        def start_client(self, message, model, client_state):  # type: ignore[no-untyped-def]
+        def start_client(self, message, model, client_state, client):  # type: ignore[no-untyped-def]
             return Counting(client_state)
 
     clients, tests = tiny_clients()

@@ -39,8 +39,8 @@ def test_fedbn_keeps_batch_norm_local_and_scores_each_clients_own_model(
 
     original = fedbn.FedBN.start_client
 
-    def recording(self, message, model, client_state):  # type: ignore[no-untyped-def]
-        hooks = original(self, message, model, client_state)
+    def recording(self, message, model, client_state, client):  # type: ignore[no-untyped-def]
+        hooks = original(self, message, model, client_state, client)
         seen.append(model.state_dict()["bn.running_mean"].clone())
         if client_state:  # from round 2: the client's own statistics, not the server's
             own = client_state[LOCAL + "bn.running_mean"]

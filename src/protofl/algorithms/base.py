@@ -74,6 +74,14 @@ class ClientRound:
 
 
 @dataclass(frozen=True)
+class ClientInfo:
+    """Who is training: what a client's hooks may know about their own client."""
+
+    client_id: str
+    domain: str  # the client's data domain (FedDAP keeps a prototype per class and domain)
+
+
+@dataclass(frozen=True)
 class AlgorithmContext:
     """Facts about the run an algorithm may need when it is built."""
 
@@ -179,7 +187,7 @@ class Algorithm:
         )
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> ClientRound:
         return ClientRound()
 

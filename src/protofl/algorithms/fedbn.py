@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientResult, ClientRound
+from protofl.algorithms.base import Algorithm, ClientInfo, ClientResult, ClientRound
 from protofl.payloads import Prototypes, ServerMessage, StateDict
 
 LOCAL = "local."  # prefix of a client's own BatchNorm entries in its client state
@@ -58,7 +58,7 @@ class FedBN(Algorithm):
     name = "fedbn"
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedBNClientRound:
         own = local_entries(client_state)
         if own:  # from the client's second round: its BatchNorm, not the server's

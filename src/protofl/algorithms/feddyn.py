@@ -37,6 +37,7 @@ from torch import nn
 from protofl.aggregation import UniformMean, WeightCombiner
 from protofl.algorithms.base import (
     Algorithm,
+    ClientInfo,
     ClientResult,
     ClientRound,
     LocalStep,
@@ -119,7 +120,7 @@ class FedDyn(Algorithm):
     config: FedDynConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedDynClientRound:
         names, parameters, anchors = trainable_anchors(model, message.weights)
         linear = []

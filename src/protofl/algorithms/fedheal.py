@@ -38,6 +38,7 @@ from protofl.algorithms.base import (
     Algorithm,
     AlgorithmContext,
     AlgorithmSpec,
+    ClientInfo,
     ClientRound,
     RoundUpdates,
 )
@@ -78,9 +79,9 @@ class FedHEAL(Algorithm):
         return self.inner.message(state)
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> ClientRound:
-        return self.inner.start_client(message, model, client_state)
+        return self.inner.start_client(message, model, client_state, client)
 
     def start_aggregation(self, state: GlobalState) -> HealingAggregation:
         return HealingAggregation(self, state)

@@ -32,6 +32,7 @@ from torch import nn
 
 from protofl.algorithms.base import (
     Algorithm,
+    ClientInfo,
     ClientResult,
     ClientRound,
     LocalStep,
@@ -117,7 +118,7 @@ class FedPLVM(Algorithm):
     config: FedPLVMConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedPLVMClientRound:
         clusters = received_prototypes(message, model)
         return FedPLVMClientRound(self.config, clusters, self.context.num_classes)

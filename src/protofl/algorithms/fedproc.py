@@ -38,6 +38,7 @@ from torch import nn
 
 from protofl.algorithms.base import (
     Algorithm,
+    ClientInfo,
     ClientRound,
     LocalStep,
     RoundUpdates,
@@ -97,7 +98,7 @@ class FedProc(Algorithm):
     config: FedProcConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedProcClientRound:
         prototypes = received_prototypes(message, model)
         alpha = prototype_weight(message.round, self.context.rounds)

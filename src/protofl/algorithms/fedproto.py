@@ -34,6 +34,7 @@ from torch import nn
 
 from protofl.algorithms.base import (
     Algorithm,
+    ClientInfo,
     ClientRound,
     LocalStep,
     RoundUpdates,
@@ -88,7 +89,7 @@ class FedProto(Algorithm):
     config: FedProtoConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedProtoClientRound:
         prototypes = received_prototypes(message, model)
         return FedProtoClientRound(self.config.proto_weight, prototypes, self.context.num_classes)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientRound, LocalStep, trainable_anchors
+from protofl.algorithms.base import Algorithm, ClientInfo, ClientRound, LocalStep, trainable_anchors
 from protofl.errors import ConfigError
 from protofl.losses import proximal_loss
 from protofl.payloads import ServerMessage, StateDict
@@ -49,7 +49,7 @@ class FedProx(Algorithm):
     config: FedProxConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FedProxClientRound:
         _, parameters, anchors = trainable_anchors(model, message.weights)
         return FedProxClientRound(self.config.mu, parameters, anchors)

@@ -37,6 +37,7 @@ from torch import nn
 
 from protofl.algorithms.base import (
     Algorithm,
+    ClientInfo,
     ClientRound,
     LocalStep,
     RoundUpdates,
@@ -141,7 +142,7 @@ class FPL(Algorithm):
     config: FPLConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> FPLClientRound:
         clusters = received_prototypes(message, model)
         return FPLClientRound(self.config, clusters, self.context.num_classes)

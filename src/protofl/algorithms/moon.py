@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientResult, ClientRound, LocalStep
+from protofl.algorithms.base import Algorithm, ClientInfo, ClientResult, ClientRound, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import model_contrastive_loss
 from protofl.payloads import Prototypes, ServerMessage, StateDict
@@ -97,7 +97,7 @@ class MOON(Algorithm):
     config: MOONConfig
 
     def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict
+        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
     ) -> MOONClientRound:
         previous = {
             k[len(PREVIOUS) :]: v for k, v in client_state.items() if k.startswith(PREVIOUS)
