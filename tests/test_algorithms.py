@@ -49,7 +49,7 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-SUCCESSORS = ["fedbn", "fedheal", "fpl-fedheal", "fedplvm"]  # after the FPL paper
+SUCCESSORS = ["fedbn", "fedheal", "fpl-fedheal", "fedplvm", "feddap"]  # after the FPL paper
 
 
 def test_every_paper_baseline_ablation_and_successor_is_registered() -> None:

@@ -269,3 +269,17 @@ def test_records_are_plain_flower_record_types() -> None:
     assert isinstance(content["prototype_support"], ConfigRecord)
     assert isinstance(content["meta"], ConfigRecord)
     assert isinstance(content["metrics"], MetricRecord)
+
+
+def test_domain_tags_travel_with_their_prototypes() -> None:
+    sent = ragged()
+    tagged = Prototypes(sent.vectors, sent.labels, sent.support, torch.tensor([7, 7, 9, 1, 7, 9]))
+    got = decode_server_message(
+        wire(encode_server_message(ServerMessage(1, weights(), tagged))), EXPECTED
+    ).prototypes
+    assert got is not None and got.domains is not None
+    assert got.domains.tolist() == [7, 7, 9, 1, 7, 9]
+    content = encode_server_message(ServerMessage(1, weights(), tagged))
+    content.config_records["prototype_domains"]["0"] = [7, -1, 9]
+    with pytest.raises(PayloadError, match="non-negative integer domain tags for class 0"):
+        decode_server_message(wire(content), EXPECTED)

@@ -178,6 +178,7 @@ def algorithm_for(
         parameter_names=frozenset(name for name, _ in model.named_parameters()),
         weight_rule=config.aggregation,
         trim_fraction=config.trim_fraction,
+        seed=config.seed,
     )
     options = config.algorithm_options.get(config.algorithm, {})
     return build_algorithm(config.algorithm, options, context), feature_dim

@@ -108,14 +108,16 @@ def _tensors(payload: dict[str, Any], key: str, path: Path, device: torch.device
 def _prototypes_dict(prototypes: Prototypes | None) -> dict[str, torch.Tensor]:
     if prototypes is None:
         return {}
-    return {
+    saved = {
         "vectors": prototypes.vectors,
         "labels": prototypes.labels,
         "support": prototypes.support,
     }
+    return saved if prototypes.domains is None else {**saved, "domains": prototypes.domains}
 
 
 def _prototypes(saved: dict[str, torch.Tensor], device: torch.device) -> Prototypes | None:
     if not saved:
         return None
-    return Prototypes(saved["vectors"], saved["labels"], saved["support"]).to(device)
+    domains = saved.get("domains")
+    return Prototypes(saved["vectors"], saved["labels"], saved["support"], domains).to(device)

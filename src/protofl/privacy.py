@@ -56,7 +56,7 @@ def privatize(
         clipped.shape, generator=generator, device=clipped.device, dtype=clipped.dtype
     )
     noised = clipped + noise * (privacy.noise_multiplier * privacy.clip_norm)
-    return Prototypes(noised, prototypes.labels, prototypes.support)
+    return prototypes.with_vectors(noised)
 
 
 # Opacus's default RDP orders start at 1.1; small noise multipliers have their best bound

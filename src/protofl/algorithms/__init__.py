@@ -15,6 +15,7 @@ from protofl.algorithms.base import (
 )
 from protofl.algorithms.fedavg import FedAvg, FedAvgConfig
 from protofl.algorithms.fedbn import FedBN, FedBNConfig
+from protofl.algorithms.feddap import FedDAP, FedDAPConfig
 from protofl.algorithms.feddyn import FedDyn, FedDynConfig
 from protofl.algorithms.fedheal import with_fedheal
 from protofl.algorithms.fedopt import FedOpt, FedOptConfig
@@ -55,6 +56,7 @@ ALGORITHMS.add(
     "fedheal", with_fedheal(ALGORITHMS.get("fedavg"), "fedheal", "FedAvg + FedHEAL (Chen 2024)")
 )
 ALGORITHMS.add("fedplvm", AlgorithmSpec("fedplvm", FedPLVMConfig, FedPLVM, "FedPLVM (Wang 2024)"))
+ALGORITHMS.add("feddap", AlgorithmSpec("feddap", FedDAPConfig, FedDAP, "FedDAP (Le 2026)"))
 ALGORITHMS.add(
     "fpl-fedheal", with_fedheal(ALGORITHMS.get("fpl"), "fpl-fedheal", "FPL + FedHEAL server step")
 )

@@ -93,6 +93,7 @@ class AlgorithmContext:
     parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
     weight_rule: str = "mean"  # how client weights combine: mean, median, trimmed-mean
     trim_fraction: float = 0.1  # per end, for trimmed-mean
+    seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
         """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""

@@ -34,10 +34,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from protofl.errors import PayloadError
 from protofl.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
 
-WEIGHTS, PROTOTYPES, SUPPORT, META, METRICS = (
+WEIGHTS, PROTOTYPES, SUPPORT, DOMAINS, META, METRICS = (
     "weights",
     "prototypes",
     "prototype_support",
+    "prototype_domains",
     "meta",
     "metrics",
 )
@@ -162,12 +163,16 @@ def load_client_state(state: RecordDict, device: torch.device | str = "cpu") -> 
 def _put_prototypes(content: RecordDict, meta: ConfigRecord, prototypes: Prototypes | None) -> None:
     if prototypes is None:
         return
-    vectors, support = ArrayRecord(), ConfigRecord()
+    vectors, support, domains = ArrayRecord(), ConfigRecord(), ConfigRecord()
     for cls in torch.unique(prototypes.labels).tolist():  # sorted: the order is kept exactly
         rows = prototypes.labels == cls
         vectors[str(cls)] = Array(prototypes.vectors[rows].detach().cpu().numpy())  # [k, D]
         support[str(cls)] = [int(n) for n in prototypes.support[rows].tolist()]
+        if prototypes.domains is not None:
+            domains[str(cls)] = [int(n) for n in prototypes.domains[rows].tolist()]
     content[PROTOTYPES], content[SUPPORT] = vectors, support
+    if prototypes.domains is not None:
+        content[DOMAINS] = domains
     meta["prototype_dim"] = prototypes.dim
 
 
@@ -192,14 +197,33 @@ def _prototypes(
         raise PayloadError(
             f"{name}: classes with vectors {classes} differ from classes with support {supported}."
         )
+    tags = content.config_records.get(DOMAINS)
     parts = [
         _class_prototypes(str(cls), vectors[str(cls)], support[str(cls)], expected, name)
         for cls in classes
     ]
+    if tags is not None:
+        parts = [
+            _tagged(part, tags.get(str(cls)), name)
+            for part, cls in zip(parts, classes, strict=True)
+        ]
     if not parts:
         return Prototypes.empty(dim).to(expected.device)
     merged = Prototypes.concat(parts).validate(expected.num_classes, dim, name)
     return merged.to(expected.device)
+
+
+def _tagged(part: Prototypes, tags: Any, name: str) -> Prototypes:
+    """``part`` with its domain tags, checked: one non-negative integer per prototype."""
+    counts = tags if isinstance(tags, list) else [tags]
+    if len(counts) != len(part) or not all(_is_int(n) and n >= 0 for n in counts):
+        raise PayloadError(
+            f"{name}: expected {len(part)} non-negative integer domain tags for class "
+            f"{int(part.labels[0])}; got {_preview(counts)}."
+        )
+    return Prototypes(
+        part.vectors, part.labels, part.support, torch.tensor(counts, dtype=torch.int64)
+    )
 
 
 def _class_id(key: str, num_classes: int, name: str) -> int:
