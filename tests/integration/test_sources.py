@@ -35,7 +35,7 @@ from format_writers import (
     write_usps_h5,
 )
 
-REAL_DATA = Path(__file__).parents[1].parent / "shared" / "data"
+REAL_DATA = Path(__file__).parents[2].parent / "shared" / "data"
 CALLER_DATA_DIR = os.environ.get(sources.DATA_DIR_ENV)  # read before the fixture clears it
 
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_algorithms import recorded_simulation
 from torch import nn
 
 from protofl.aggregation import is_parameter_entry
@@ -21,7 +21,6 @@ from protofl.algorithms.moon import PREVIOUS
 from protofl.losses import dynamic_regularizer, model_contrastive_loss, proximal_loss
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.prototypes import cluster_prototypes, global_prototypes
-from test_algorithms import recorded_simulation
 
 
 class Small(nn.Module):
@@ -41,16 +40,6 @@ class Small(nn.Module):
 
 
 CONTEXT = AlgorithmContext(num_classes=2, feature_dim=2, rounds=3)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: a second intra-op thread only adds synchronisation (10x slower on a busy
-    2-core machine). Restored afterwards, so other modules run as before."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def state_of(model: nn.Module, shift: float = 0.0) -> StateDict:

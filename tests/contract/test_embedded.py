@@ -199,6 +199,7 @@ def _train_pooled(domains: dict[str, Domain], epochs: int) -> nn.Module:
     return model
 
 
+@pytest.mark.slow
 def test_domains_are_learnable_but_not_trivial(domains: dict[str, Domain]) -> None:
     # Measured test accuracy after 3 epochs (seed 0): handwritten 0.97, synthetic 0.60,
     # strokes 0.92, segments 0.90. A CNN trained 8 epochs on one domain alone reaches

@@ -25,7 +25,6 @@ from flwr.common.config import get_fused_config_from_dir, get_project_config  # 
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from golden_runs import assert_matches_golden, golden_config  # noqa: E402
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.api import prepare  # noqa: E402
@@ -48,6 +47,7 @@ from protofl.flower.settings import (  # noqa: E402
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup  # noqa: E402
 from protofl.records import RoundRecord  # noqa: E402
 
+from golden_runs import assert_matches_golden, golden_config  # noqa: E402
 from tiny_data import TinyNet, tiny_clients  # noqa: E402
 
 Node = Callable[[Message], Message | None]  # a node's answer to a message; None: no reply

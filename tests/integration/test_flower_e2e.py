@@ -65,7 +65,7 @@ def test_importing_protofl_and_simulating_never_imports_flwr() -> None:
         assert not loaded, loaded
         """
     )
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300
     )
@@ -217,6 +217,7 @@ def read_metrics(out: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.flower_e2e
 def test_two_supernodes_train_fpl_for_two_rounds(deployment: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -253,6 +254,7 @@ def test_two_supernodes_train_fpl_for_two_rounds(deployment: Deployment, tmp_pat
         assert record["train"] == pytest.approx(expected.train, rel=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.flower_e2e
 def test_a_killed_supernode_does_not_hang_the_server(
     deployment: Deployment, tmp_path: Path

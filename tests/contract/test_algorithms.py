@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,16 +36,6 @@ SERVER_ONLY = {  # GlobalState.tensors, by prefix
     "fedheal": ("fedheal.",),
     "fpl-fedheal": ("fedheal.",),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models: a second intra-op thread only adds synchronisation (10x slower on a busy
-    2-core machine). Restored afterwards, so other modules run as before."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 SUCCESSORS = ["fedbn", "fedheal", "fpl-fedheal", "fedplvm", "feddap"]  # after the FPL paper

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from golden_runs import assert_matches_golden, golden_config
 from protofl import train_federated
 from protofl.algorithms import ALGORITHMS
 from protofl.records import RoundRecord
 
+from golden_runs import assert_matches_golden, golden_config
 from tiny_data import TinyNet, tiny_clients
 
 
