@@ -23,8 +23,13 @@ FLAG_KEYS = {  # command-line flag -> config key (flags win over --set and prese
 }
 
 
-def add_settings(command: argparse.ArgumentParser) -> None:
-    """The settings ``run`` and ``compare`` share."""
+SET_HELP = "any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)"
+
+
+def add_settings(
+    command: argparse.ArgumentParser, set_help: str = SET_HELP, progress: bool = True
+) -> None:
+    """The settings ``run``, ``compare`` and ``flower app`` share."""
     command.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
     command.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
     command.add_argument("--data-dir", help="folder with the benchmark files ($PROTOFL_DATA_DIR)")
@@ -39,10 +44,11 @@ def add_settings(command: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="any setting, e.g. --set lr=0.05 --set fpl.temperature=0.1 (repeatable)",
+        help=set_help,
     )
-    command.add_argument("--quiet", "-q", action="store_true", help="no progress display")
-    command.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
+    if progress:
+        command.add_argument("--quiet", "-q", action="store_true", help="no progress display")
+        command.add_argument("--verbose", "-v", action="store_true", help="log INFO messages")
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from protofl.errors import ConfigError, PayloadError
+from protofl.losses import multi_positive_infonce
 from protofl.payloads import Prototypes
 from protofl.prototypes import class_means, cluster_prototypes
 
@@ -115,17 +116,9 @@ def alpha_sparsity_contrastive_loss(
     """
     if alpha <= 0 or temperature <= 0:
         raise ConfigError(f"alpha and temperature must be > 0; got {alpha}, {temperature}.")
-    batch = features.shape[0]
     cosine = F.normalize(features, dim=1) @ F.normalize(proto_vectors, dim=1).T  # [B, P]
     logits = alpha_power(cosine, alpha, negative) / temperature  # [B, P]
-    positive = labels[:, None] == proto_labels[None, :]  # [B, P]
-    has_positive = positive.any(dim=1)  # [B]
-    # rows without positives: use all prototypes (loss 0, finite gradient) and mask below
-    positive = positive | ~has_positive[:, None]
-    positive_logits = logits.masked_fill(~positive, float("-inf"))
-    per_sample = torch.logsumexp(logits, dim=1) - torch.logsumexp(positive_logits, dim=1)
-    per_sample = torch.where(has_positive, per_sample, torch.zeros_like(per_sample))
-    return per_sample.sum() / batch
+    return multi_positive_infonce(logits, labels, proto_labels)
 
 
 def cosine_correction_loss(

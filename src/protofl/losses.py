@@ -39,9 +39,18 @@ def cluster_contrastive_loss(
     feature has no direction; as with the reference's ``cosine_similarity`` its gradient is
     then ill-defined (pooled post-ReLU features of a real backbone are never exactly zero).
     """
-    batch = features.shape[0]
     similarity = F.normalize(features, dim=1) @ F.normalize(prototypes, dim=1).T  # [B, P]
-    logits = similarity / temperature
+    return multi_positive_infonce(similarity / temperature, labels, prototype_labels)
+
+
+def multi_positive_infonce(
+    logits: torch.Tensor,  # [B, P] similarity / temperature
+    labels: torch.Tensor,  # [B] int64
+    prototype_labels: torch.Tensor,  # [P] int64
+) -> torch.Tensor:
+    """``sum_i -log( sum_{p of class y_i} exp(l_ip) / sum_p exp(l_ip) ) / B`` as a difference
+    of two ``logsumexp``; rows without a positive contribute 0 and still count in B."""
+    batch = logits.shape[0]
     positive = labels[:, None] == prototype_labels[None, :]  # [B, P]
     has_positive = positive.any(dim=1)  # [B]
     # Rows without positives would give logsumexp(-inf) = -inf and NaN gradients; give them

@@ -12,11 +12,12 @@ from torch import nn
 
 from protofl.aggregation import is_parameter_entry
 from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
-from protofl.algorithms.base import ClientInfo, aggregate_all
+from protofl.algorithms.base import aggregate_all
 from protofl.algorithms.feddyn import LINEAR, linear_term_update, server_update
 from protofl.algorithms.fedopt import fedadam_step
 from protofl.algorithms.fedproc import prototype_weight
 from protofl.algorithms.fpl import global_from_clusters
+from protofl.algorithms.hooks import ClientInfo, ClientStart
 from protofl.algorithms.moon import PREVIOUS
 from protofl.losses import dynamic_regularizer, model_contrastive_loss, proximal_loss
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
@@ -59,7 +60,7 @@ def step_on(model: nn.Module, labels: list[int]) -> LocalStep:
 
 def client_round(name: str, model: nn.Module, message: ServerMessage, state: StateDict, **options):  # type: ignore[no-untyped-def]
     algorithm = build_algorithm(name, options, CONTEXT)
-    return algorithm.start_client(message, model, state, ClientInfo("c0", "d"))
+    return algorithm.start_client(ClientStart(message, model, state, ClientInfo("c0", "d")))
 
 
 def update(client: str, weights: StateDict, samples: int, protos: Prototypes | None = None):  # type: ignore[no-untyped-def]
@@ -405,7 +406,9 @@ def fpl_hooks(name: str, clusters: Prototypes):  # type: ignore[no-untyped-def]
     context = AlgorithmContext(num_classes=2, feature_dim=4, rounds=3)
     model = nn.Linear(4, 4)
     message = ServerMessage(2, model.state_dict(), prototypes=clusters)
-    return build_algorithm(name, {}, context).start_client(message, model, {}, ClientInfo("c", "d"))
+    return build_algorithm(name, {}, context).start_client(
+        ClientStart(message, model, {}, ClientInfo("c", "d"))
+    )
 
 
 def test_fpl_ablation_targets() -> None:

@@ -39,13 +39,13 @@ def test_fedbn_keeps_batch_norm_local_and_scores_each_clients_own_model(
 
     original = fedbn.FedBN.start_client
 
-    def recording(self, message, model, client_state, client):  # type: ignore[no-untyped-def]
-        hooks = original(self, message, model, client_state, client)
-        seen.append(model.state_dict()["bn.running_mean"].clone())
-        if client_state:  # from round 2: the client's own statistics, not the server's
-            own = client_state[LOCAL + "bn.running_mean"]
+    def recording(self, start):  # type: ignore[no-untyped-def]
+        hooks = original(self, start)
+        seen.append(start.model.state_dict()["bn.running_mean"].clone())
+        if start.state:  # from round 2: the client's own statistics, not the server's
+            own = start.state[LOCAL + "bn.running_mean"]
             assert torch.equal(seen[-1], own)
-            assert not torch.equal(seen[-1], message.weights["bn.running_mean"])
+            assert not torch.equal(seen[-1], start.message.weights["bn.running_mean"])
         return hooks
 
     monkeypatch.setattr(fedbn.FedBN, "start_client", recording)

@@ -8,7 +8,8 @@ import torch
 
 from protofl import RunConfig, train_federated
 from protofl.algorithms import AlgorithmContext, build_algorithm
-from protofl.algorithms.base import ClientInfo, aggregate_all
+from protofl.algorithms.base import aggregate_all
+from protofl.algorithms.hooks import ClientInfo, ClientStart
 from protofl.errors import PayloadError
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, domain_id
 
@@ -27,7 +28,7 @@ def test_client_tags_its_prototypes_with_its_domain_and_adds_small_seeded_noise(
     means = Prototypes(torch.zeros(2, 2), torch.tensor([0, 2]), torch.tensor([1, 100]))
     sent = []
     for _ in range(2):
-        hooks = algorithm.start_client(message, model, {}, ClientInfo("a-0", "amazon"))
+        hooks = algorithm.start_client(ClientStart(message, model, {}, ClientInfo("a-0", "amazon")))
         sent.append(hooks.finish(model, means).prototypes)
     first, again = sent
     assert first is not None and again is not None and first.domains is not None

@@ -8,7 +8,8 @@ import torch
 
 from protofl import RunConfig, train_federated
 from protofl.algorithms import AlgorithmContext, build_algorithm
-from protofl.algorithms.base import ClientInfo, LocalStep, aggregate_all
+from protofl.algorithms.base import aggregate_all
+from protofl.algorithms.hooks import ClientInfo, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.fedplvm_maths import local_cluster_prototypes
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage
@@ -20,7 +21,7 @@ def test_client_clusters_only_its_last_epoch_features() -> None:
     algorithm = build_algorithm("fedplvm", {}, AlgorithmContext(3, 2, 2))
     model = TinyNet(classes=3)
     message = ServerMessage(1, model.state_dict())
-    hooks = algorithm.start_client(message, model, {}, ClientInfo("c", "d"))
+    hooks = algorithm.start_client(ClientStart(message, model, {}, ClientInfo("c", "d")))
     early = torch.tensor([[9.0, 9.0], [9.0, -9.0]])
     late = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     for features, labels, last in (

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from protofl import RunConfig, train_federated
-from protofl.algorithms.base import ClientResult, ClientRound, LocalStep
+from protofl.algorithms.hooks import ClientResult, ClientRound, LocalStep
 from protofl.data.transforms import PassThrough
 from protofl.engine.data import ClientData, TensorSet
 from protofl.engine.local import LocalSettings, train_locally
@@ -138,8 +138,8 @@ def test_client_state_round_trip() -> None:
     class CountingAlgorithm(Algorithm):
         name = "counting"
 
-        def start_client(self, message, model, client_state, client):  # type: ignore[no-untyped-def]
-            return Counting(client_state)
+        def start_client(self, start):  # type: ignore[no-untyped-def]
+            return Counting(start.state)
 
     clients, tests = tiny_clients()
     federation = federation_from_arrays(clients, tests)

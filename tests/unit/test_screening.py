@@ -70,8 +70,8 @@ def test_a_round_goes_on_without_a_client_sending_nan_prototypes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from protofl import RunConfig, train_federated
-    from protofl.algorithms.base import ClientResult
     from protofl.algorithms.fpl import FPLClientRound
+    from protofl.algorithms.hooks import ClientResult
 
     from tiny_data import TinyNet, tiny_clients
 

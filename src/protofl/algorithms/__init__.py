@@ -5,14 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from protofl.algorithms.base import (
-    Algorithm,
-    AlgorithmContext,
-    AlgorithmSpec,
-    ClientResult,
-    ClientRound,
-    LocalStep,
-)
+from protofl.algorithms.base import Algorithm, AlgorithmContext, AlgorithmSpec
 from protofl.algorithms.fedavg import FedAvg, FedAvgConfig
 from protofl.algorithms.fedbn import FedBN, FedBNConfig
 from protofl.algorithms.feddap import FedDAP, FedDAPConfig
@@ -24,6 +17,7 @@ from protofl.algorithms.fedproc import FedProc, FedProcConfig
 from protofl.algorithms.fedproto import FedProto, FedProtoConfig
 from protofl.algorithms.fedprox import FedProx, FedProxConfig
 from protofl.algorithms.fpl import FPL, FPLConfig
+from protofl.algorithms.hooks import ClientResult, ClientRound, LocalStep
 from protofl.algorithms.moon import MOON, MOONConfig
 from protofl.registry import Registry
 

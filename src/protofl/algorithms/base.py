@@ -21,64 +21,19 @@ import dataclasses
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple, Protocol, overload
+from typing import Any, Protocol, overload
 
 import torch
 from torch import nn
 
 from protofl.aggregation import WeightCombiner, is_parameter_entry, make_combiner
+from protofl.algorithms.hooks import ClientRound, ClientStart
 from protofl.errors import ConfigError
 from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.registry import unknown_name_message
 from protofl.validation import coerce
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
-
-
-class LocalStep(NamedTuple):
-    """What a loss hook sees at one optimisation step."""
-
-    model: nn.Module
-    inputs: torch.Tensor  # [B, ...] after the train transform
-    labels: torch.Tensor  # [B] int64
-    features: torch.Tensor  # [B, D]
-    logits: torch.Tensor  # [B, C]
-    last_epoch: bool = False  # the round's last local epoch (where prototypes are taken)
-
-
-@dataclass(frozen=True)
-class ClientResult:
-    """What a client round hands back besides the weights."""
-
-    prototypes: Prototypes | None = None
-    state: StateDict = field(default_factory=dict)  # kept on the client for its next round
-
-
-class ClientRound:
-    """Per-round client hooks, made by :meth:`Algorithm.start_client`.
-
-    The defaults are FedAvg's client: cross-entropy only, no extra terms, and the class
-    prototypes collected over the last epoch are sent when ``collect_prototypes`` is set.
-    """
-
-    collect_prototypes: bool = False  # accumulate class-mean features over the last epoch
-    ce_weight: float = 1.0  # weight of cross-entropy in the local loss
-
-    def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
-        """Extra loss terms, each a scalar; the loop adds them to the weighted CE."""
-        return {}
-
-    def finish(self, model: nn.Module, prototypes: Prototypes | None) -> ClientResult:
-        """What to send besides the weights, and what to keep for the next round."""
-        return ClientResult(prototypes=prototypes if self.collect_prototypes else None)
-
-
-@dataclass(frozen=True)
-class ClientInfo:
-    """Who is training: what a client's hooks may know about their own client."""
-
-    client_id: str
-    domain: str  # the client's data domain (FedDAP keeps a prototype per class and domain)
 
 
 @dataclass(frozen=True)
@@ -118,6 +73,15 @@ class RoundUpdates(Sequence[ClientUpdate]):
     @property
     def weights(self) -> StateDict:
         return dict(self.averages[WEIGHTS])
+
+    @property
+    def prototypes(self) -> Prototypes | None:
+        """Every client's uploaded prototypes in one set (None when nobody sent any).
+
+        Updates reach ``aggregate`` screened: malformed prototypes were already dropped.
+        """
+        parts = [u.prototypes for u in self if u.prototypes is not None and len(u.prototypes)]
+        return Prototypes.concat(parts) if parts else None
 
     @overload
     def __getitem__(self, index: int) -> ClientUpdate: ...
@@ -187,9 +151,7 @@ class Algorithm:
             round=state.round + 1, weights=state.weights, prototypes=state.prototypes
         )
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> ClientRound:
+    def start_client(self, start: ClientStart) -> ClientRound:
         return ClientRound()
 
     def weight_folds(self) -> dict[str, WeightCombiner]:
@@ -244,22 +206,6 @@ class AlgorithmSpec:
             literal = typing.get_origin(hints[key]) is typing.Literal
             checked[key] = value if literal else coerce(f"{self.name}.{key}", hints[key], value)
         return self.config_class(**{**self.defaults, **checked})
-
-
-def received_prototypes(message: ServerMessage, model: nn.Module) -> Prototypes | None:
-    """The message's prototypes on the model's device (None when it carries none)."""
-    if message.prototypes is None:
-        return None
-    return message.prototypes.to(next(model.parameters()).device)
-
-
-def local_prototypes(updates: Sequence[ClientUpdate]) -> Prototypes | None:
-    """Every client's uploaded prototypes in one set (None when nobody sent any).
-
-    Updates reach ``aggregate`` screened: malformed prototypes were already dropped.
-    """
-    parts = [u.prototypes for u in updates if u.prototypes is not None and len(u.prototypes)]
-    return Prototypes.concat(parts) if parts else None
 
 
 def trainable_anchors(

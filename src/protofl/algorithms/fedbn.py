@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientInfo, ClientResult, ClientRound
-from protofl.payloads import Prototypes, ServerMessage, StateDict
+from protofl.algorithms.base import Algorithm
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart
+from protofl.payloads import Prototypes, StateDict
 
 LOCAL = "local."  # prefix of a client's own BatchNorm entries in its client state
 
@@ -57,13 +58,11 @@ class FedBNClientRound(ClientRound):
 class FedBN(Algorithm):
     name = "fedbn"
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedBNClientRound:
-        own = local_entries(client_state)
+    def start_client(self, start: ClientStart) -> FedBNClientRound:
+        own = local_entries(start.state)
         if own:  # from the client's second round: its BatchNorm, not the server's
-            model.load_state_dict(own, strict=False)
-        return FedBNClientRound(batch_norm_keys(model))
+            start.model.load_state_dict(own, strict=False)
+        return FedBNClientRound(batch_norm_keys(start.model))
 
     def personal_weights(self, weights: StateDict, client_state: StateDict) -> StateDict | None:
         return {**weights, **local_entries(client_state)}

@@ -31,16 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientResult,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    local_prototypes,
-    received_prototypes,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.feddap_maths import (
     cross_domain_contrastive_loss,
@@ -48,7 +40,7 @@ from protofl.feddap_maths import (
     merge_domain_prototypes,
     perturb_prototypes,
 )
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict, domain_id
+from protofl.payloads import GlobalState, Prototypes, domain_id
 from protofl.seeding import derive_seed, torch_generator
 
 
@@ -126,15 +118,13 @@ class FedDAP(Algorithm):
     name = "feddap"
     config: FedDAPConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedDAPClientRound:
-        prototypes = received_prototypes(message, model)
-        seed = derive_seed(self.context.seed, "feddap-noise", client.client_id, message.round)
-        return FedDAPClientRound(self.config, prototypes, domain_id(client.domain), seed)
+    def start_client(self, start: ClientStart) -> FedDAPClientRound:
+        client = start.client
+        seed = derive_seed(self.context.seed, "feddap-noise", client.client_id, start.message.round)
+        return FedDAPClientRound(self.config, start.prototypes, domain_id(client.domain), seed)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
-        local = local_prototypes(updates)
+        local = updates.prototypes
         merged = None
         if local is not None and local.domains is not None:
             prototypes, domains = merge_domain_prototypes(

@@ -35,18 +35,11 @@ import torch
 from torch import nn
 
 from protofl.aggregation import UniformMean, WeightCombiner
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientResult,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    trainable_anchors,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates, trainable_anchors
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import dynamic_regularizer
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes, StateDict
 
 LINEAR = "linear."  # client state: g_i per parameter
 SERVER = "h."  # server state: h per parameter entry
@@ -119,13 +112,11 @@ class FedDyn(Algorithm):
     name = "feddyn"
     config: FedDynConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedDynClientRound:
-        names, parameters, anchors = trainable_anchors(model, message.weights)
+    def start_client(self, start: ClientStart) -> FedDynClientRound:
+        names, parameters, anchors = trainable_anchors(start.model, start.message.weights)
         linear = []
         for name, parameter in zip(names, parameters, strict=True):
-            stored = client_state.get(LINEAR + name)  # absent before the first round
+            stored = start.state.get(LINEAR + name)  # absent before the first round
             linear.append(
                 torch.zeros_like(parameter) if stored is None else stored.to(parameter.device)
             )

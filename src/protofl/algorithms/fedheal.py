@@ -31,17 +31,15 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-from torch import nn
 
 from protofl.algorithms.base import (
     WEIGHTS,
     Algorithm,
     AlgorithmContext,
     AlgorithmSpec,
-    ClientInfo,
-    ClientRound,
     RoundUpdates,
 )
+from protofl.algorithms.hooks import ClientRound, ClientStart
 from protofl.errors import ConfigError
 from protofl.fedheal_maths import fedheal_combine
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
@@ -78,10 +76,8 @@ class FedHEAL(Algorithm):
     def message(self, state: GlobalState) -> ServerMessage:
         return self.inner.message(state)
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> ClientRound:
-        return self.inner.start_client(message, model, client_state, client)
+    def start_client(self, start: ClientStart) -> ClientRound:
+        return self.inner.start_client(start)
 
     def start_aggregation(self, state: GlobalState) -> HealingAggregation:
         return HealingAggregation(self, state)

@@ -30,23 +30,15 @@ from typing import Literal
 import torch
 from torch import nn
 
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientResult,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    local_prototypes,
-    received_prototypes,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.fedplvm_maths import (
     alpha_sparsity_contrastive_loss,
     cosine_correction_loss,
     local_cluster_prototypes,
 )
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes
 from protofl.prototypes import class_means, cluster_prototypes
 
 
@@ -117,13 +109,12 @@ class FedPLVM(Algorithm):
     name = "fedplvm"
     config: FedPLVMConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedPLVMClientRound:
-        clusters = received_prototypes(message, model)
-        return FedPLVMClientRound(self.config, clusters, self.context.num_classes)
-
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
-        local = local_prototypes(updates)  # every client's local cluster prototypes
-        clusters = cluster_prototypes(local) if local is not None else None  # global level
+        """The global level: FINCH per class over every client's local cluster prototypes
+        (the same server step as FPL's, which clusters one mean per client and class)."""
+        local = updates.prototypes
+        clusters = cluster_prototypes(local) if local is not None else None
         return GlobalState(state.round + 1, updates.weights, prototypes=clusters)
+
+    def start_client(self, start: ClientStart) -> FedPLVMClientRound:
+        return FedPLVMClientRound(self.config, start.prototypes, self.context.num_classes)

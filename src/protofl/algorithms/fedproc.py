@@ -34,20 +34,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    local_prototypes,
-    received_prototypes,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes
 from protofl.prototypes import global_prototypes
 
 
@@ -97,15 +89,12 @@ class FedProc(Algorithm):
     name = "fedproc"
     config: FedProcConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedProcClientRound:
-        prototypes = received_prototypes(message, model)
-        alpha = prototype_weight(message.round, self.context.rounds)
-        return FedProcClientRound(self.config.temperature, prototypes, alpha)
+    def start_client(self, start: ClientStart) -> FedProcClientRound:
+        alpha = prototype_weight(start.message.round, self.context.rounds)
+        return FedProcClientRound(self.config.temperature, start.prototypes, alpha)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         context = self.context
-        local = local_prototypes(updates)
+        local = updates.prototypes
         prototypes = None if local is None else global_prototypes(local, context.num_classes, False)
         return GlobalState(state.round + 1, updates.weights, prototypes=prototypes)

@@ -30,20 +30,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    local_prototypes,
-    received_prototypes,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import unbiased_consistency_loss
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes
 from protofl.prototypes import class_means, global_prototypes
 
 
@@ -88,15 +80,13 @@ class FedProto(Algorithm):
     name = "fedproto"
     config: FedProtoConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedProtoClientRound:
-        prototypes = received_prototypes(message, model)
-        return FedProtoClientRound(self.config.proto_weight, prototypes, self.context.num_classes)
+    def start_client(self, start: ClientStart) -> FedProtoClientRound:
+        weight, classes = self.config.proto_weight, self.context.num_classes
+        return FedProtoClientRound(weight, start.prototypes, classes)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         context = self.context
-        local = local_prototypes(updates)
+        local = updates.prototypes
         weighted = self.config.weight_by_samples
         prototypes = global_prototypes(local, context.num_classes, weighted) if local else None
         return GlobalState(state.round + 1, updates.weights, prototypes=prototypes)

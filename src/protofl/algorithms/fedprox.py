@@ -15,12 +15,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientInfo, ClientRound, LocalStep, trainable_anchors
+from protofl.algorithms.base import Algorithm, trainable_anchors
+from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import proximal_loss
-from protofl.payloads import ServerMessage, StateDict
 
 
 @dataclass(frozen=True)
@@ -48,8 +47,6 @@ class FedProx(Algorithm):
     name = "fedprox"
     config: FedProxConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FedProxClientRound:
-        _, parameters, anchors = trainable_anchors(model, message.weights)
+    def start_client(self, start: ClientStart) -> FedProxClientRound:
+        _, parameters, anchors = trainable_anchors(start.model, start.message.weights)
         return FedProxClientRound(self.config.mu, parameters, anchors)

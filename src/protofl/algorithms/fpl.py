@@ -33,20 +33,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 
-from protofl.algorithms.base import (
-    Algorithm,
-    ClientInfo,
-    ClientRound,
-    LocalStep,
-    RoundUpdates,
-    local_prototypes,
-    received_prototypes,
-)
+from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
-from protofl.payloads import GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.payloads import GlobalState, Prototypes
 from protofl.prototypes import class_means, cluster_prototypes
 
 
@@ -141,13 +133,10 @@ class FPL(Algorithm):
     name = "fpl"
     config: FPLConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> FPLClientRound:
-        clusters = received_prototypes(message, model)
-        return FPLClientRound(self.config, clusters, self.context.num_classes)
+    def start_client(self, start: ClientStart) -> FPLClientRound:
+        return FPLClientRound(self.config, start.prototypes, self.context.num_classes)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
-        local = local_prototypes(updates)
+        local = updates.prototypes
         clusters = cluster_prototypes(local) if local is not None else None
         return GlobalState(state.round + 1, updates.weights, prototypes=clusters)

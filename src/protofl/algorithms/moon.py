@@ -39,10 +39,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientInfo, ClientResult, ClientRound, LocalStep
+from protofl.algorithms.base import Algorithm
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import model_contrastive_loss
-from protofl.payloads import Prototypes, ServerMessage, StateDict
+from protofl.payloads import Prototypes, StateDict
 
 PREVIOUS = "previous_model."  # prefix of the previous local model's entries in client state
 
@@ -96,13 +97,10 @@ class MOON(Algorithm):
     name = "moon"
     config: MOONConfig
 
-    def start_client(
-        self, message: ServerMessage, model: nn.Module, client_state: StateDict, client: ClientInfo
-    ) -> MOONClientRound:
-        previous = {
-            k[len(PREVIOUS) :]: v for k, v in client_state.items() if k.startswith(PREVIOUS)
-        }
+    def start_client(self, start: ClientStart) -> MOONClientRound:
+        previous = {k[len(PREVIOUS) :]: v for k, v in start.state.items() if k.startswith(PREVIOUS)}
         if not previous:
             return MOONClientRound(self.config, None)
-        frozen = (frozen_copy(model, message.weights), frozen_copy(model, previous))
+        model = start.model
+        frozen = (frozen_copy(model, start.message.weights), frozen_copy(model, previous))
         return MOONClientRound(self.config, frozen)

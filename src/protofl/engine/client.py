@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from protofl.algorithms.base import Algorithm, ClientInfo
+from protofl.algorithms.base import Algorithm
+from protofl.algorithms.hooks import ClientInfo, ClientStart
 from protofl.engine.data import ClientData
 from protofl.engine.local import Forward, LocalSettings, train_locally
 from protofl.engine.precision import FP32, Precision
@@ -39,9 +40,8 @@ def run_client_round(
     client's new private state (the old one when the algorithm keeps none)."""
     device = next(worker.parameters()).device
     worker.load_state_dict(message.weights)
-    hooks = algorithm.start_client(
-        message, worker, client_state, ClientInfo(client.client_id, client.domain)
-    )
+    who = ClientInfo(client.client_id, client.domain)
+    hooks = algorithm.start_client(ClientStart(message, worker, client_state, who))
     round_seed = client_seed(seed, client_index, message.round)
     with seeded_torch(round_seed, device):
         outcome = train_locally(

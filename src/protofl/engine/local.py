@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protofl.algorithms.base import ClientRound, LocalStep
+from protofl.algorithms.hooks import ClientRound, LocalStep
 from protofl.engine.data import ClientData
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import TrainingError

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from protofl.arguments import add_settings
 from protofl.errors import ProtoflError
 
 SETTINGS_HELP = (
@@ -31,18 +32,9 @@ def add_flower_commands(commands: Any) -> argparse.ArgumentParser:
     )
     app.add_argument("folder", help="the folder to write pyproject.toml into")
     app.add_argument("--algorithm", "-a", help="algorithm name (default: fpl)")
-    app.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
-    app.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
-    app.add_argument("--data-dir", help="folder with the benchmark files on every node")
-    app.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN if missing")
-    app.add_argument("--rounds", type=int, help="communication rounds")
-    app.add_argument("--local-epochs", type=int, help="local epochs per round")
     app.add_argument("--seed", type=int, help="the one seed everything derives from")
     app.add_argument("--out", help="the server's output directory (made absolute)")
-    app.add_argument("--model", help="model name (default: the benchmark's)")
-    app.add_argument("--device", help="cpu, cuda, cuda:N or auto")
-    app.add_argument("--preset", help="a shipped preset name or a TOML file")
-    app.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SETTINGS_HELP)
+    add_settings(app, SETTINGS_HELP, progress=False)  # --data-dir: the files on every node
     app.add_argument("--overwrite", action="store_true", help="replace an existing pyproject.toml")
     flower.set_defaults(handler=run_flower_command)
     return flower
