@@ -39,8 +39,9 @@ from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.data import Federation
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
-from protofl.errors import ConfigError
+from protofl.errors import ConfigError, DataError
 from protofl.models import MODELS, build_model, check_feature_model
+from protofl.models.base import feature_model
 from protofl.payloads import GlobalState
 from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.records import Observer, RoundRecord
@@ -274,6 +275,39 @@ def resume(
     return execute(simulation, saved, resolved, observer, resumed_dir=folder)
 
 
+def check_labels_fit_head(model: nn.Module, federation: Federation) -> None:
+    """Name the labels a user's model cannot predict, before blaming the model: a label 7
+    with a 4-output head is a data question first."""
+    first = federation.clients[0]
+    example = first.transform.eval(first.source.inputs[first.indices[:2]])
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        typed = feature_model(model)
+        try:
+            outputs = int(typed.head(typed.features(example)).shape[-1])
+        except Exception:
+            return
+        finally:
+            model.train(was_training)
+    if outputs >= federation.num_classes:
+        return
+    where = [
+        f"client {c.client_id}"
+        for c in federation.clients
+        if (c.source.labels[c.indices] >= outputs).any()
+    ]
+    where += [
+        f"test set {t.domain}" for t in federation.test_sets if (t.data.labels >= outputs).any()
+    ]
+    raise DataError(
+        f"labels {outputs}..{federation.num_classes - 1} occur in {', '.join(where[:5])}"
+        f"{' and more' if len(where) > 5 else ''}, but the model's head has {outputs} outputs "
+        f"(classes 0..{outputs - 1}). Fix: map the labels to 0..{outputs - 1}, or give the "
+        f"head {federation.num_classes} outputs."
+    )
+
+
 def saved_config(folder: Path) -> RunConfig:
     """The configuration a run folder was started with."""
     saved_path = folder / "config.json"
@@ -328,6 +362,7 @@ def train_federated(
     """
     config = config or RunConfig()
     federation = federation_from_arrays(clients, test_sets, num_classes, config.augment)
+    check_labels_fit_head(model, federation)
     device = resolve_device(config.device)
     simulation, resolved = _simulation(config, model.to(device), federation.to(device), {})
     if resume_dir is None:

@@ -97,12 +97,13 @@ def class_means(
     prototypes; ``weighted=True`` weights by ``support``, as FedProto's global prototype
     weights clients by their sample counts. Classes without prototypes get zero rows.
     """
-    dim = prototypes.dim
-    weights = prototypes.support.float() if weighted else torch.ones(len(prototypes))
-    sums = torch.zeros(num_classes, dim).index_add_(
+    dim, device = prototypes.dim, prototypes.vectors.device  # computed where they lie
+    ones = torch.ones(len(prototypes), device=device)
+    weights = prototypes.support.float() if weighted else ones
+    sums = torch.zeros(num_classes, dim, device=device).index_add_(
         0, prototypes.labels, prototypes.vectors * weights[:, None]
     )
-    totals = torch.zeros(num_classes).index_add_(0, prototypes.labels, weights)
+    totals = torch.zeros(num_classes, device=device).index_add_(0, prototypes.labels, weights)
     has = totals > 0
     means = torch.where(has[:, None], sums / totals.clamp(min=1e-12)[:, None], 0.0)
     return means, has
@@ -112,8 +113,8 @@ def global_prototypes(local: Prototypes, num_classes: int, weighted: bool) -> Pr
     """One prototype per class present: the mean of its local prototypes, weighted by their
     sample counts (FedProto) or not (the FPL paper's Eq. 3). ``support`` is the number of
     samples behind each."""
-    local = local.to("cpu")  # a small server-side computation; class_means works on CPU
     means, has = class_means(local, num_classes, weighted=weighted)
-    samples = torch.zeros(num_classes, dtype=torch.int64).index_add_(0, local.labels, local.support)
+    samples = torch.zeros(num_classes, dtype=torch.int64, device=local.labels.device)
+    samples = samples.index_add_(0, local.labels, local.support)
     classes = torch.nonzero(has).flatten()
     return Prototypes(means[classes], classes, samples[classes])

@@ -190,3 +190,15 @@ def test_compiled_forward_gives_the_same_run() -> None:
     assert plain.history[0].train == compiled.history[0].train
     for key, value in plain.state.weights.items():
         assert torch.equal(value, compiled.state.weights[key])
+
+
+def test_labels_beyond_the_head_are_named_as_a_data_problem() -> None:
+    from protofl.data import ClientArrays
+    from protofl.errors import DataError
+
+    clients, tests = tiny_clients()
+    labels = clients[1].y.copy()
+    labels[0] = 7
+    clients[1] = ClientArrays(clients[1].x, labels, clients[1].domain)
+    with pytest.raises(DataError, match=r"labels 4\.\.7 occur in client red-1, but the model.s head has 4"):
+        train_federated(clients, tests, TinyNet(), RunConfig(rounds=1, local_epochs=1))

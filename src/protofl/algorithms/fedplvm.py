@@ -71,9 +71,7 @@ class FedPLVMClientRound(ClientRound):
         self.config, self.num_classes = config, num_classes
         self.clusters = clusters if clusters is not None and len(clusters) else None
         if self.clusters is not None:
-            means, has = class_means(self.clusters.to("cpu"), num_classes)
-            device = self.clusters.vectors.device
-            self.means, self.has = means.to(device), has.to(device)
+            self.means, self.has = class_means(self.clusters, num_classes)
         self.features: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
 

@@ -64,9 +64,7 @@ class FedProtoClientRound(ClientRound):
         self.proto_weight = proto_weight
         self.targets: tuple[torch.Tensor, torch.Tensor] | None = None
         if prototypes is not None and len(prototypes):
-            means, has = class_means(prototypes.to("cpu"), num_classes)
-            device = prototypes.vectors.device
-            self.targets = (means.to(device), has.to(device))
+            self.targets = class_means(prototypes, num_classes)  # on the model's device
 
     def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
         if self.targets is None:  # round 1: no global prototypes yet

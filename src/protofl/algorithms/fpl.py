@@ -95,19 +95,17 @@ class FPLClientRound(ClientRound):
     def __init__(self, config: FPLConfig, clusters: Prototypes | None, num_classes: int) -> None:
         self.config = config
         self.clusters = clusters if clusters is not None and len(clusters) else None
-        if self.clusters is not None:
-            device = self.clusters.vectors.device
-            on_cpu = self.clusters.to("cpu")
+        if self.clusters is not None:  # on the model's device already
             # UPCR's target per class ([C, D] + [C] mask) and CPCL's prototypes and labels
-            unbiased, has = class_means(on_cpu, num_classes)
-            global_means, global_has = global_from_clusters(on_cpu, num_classes)
+            unbiased, has = class_means(self.clusters, num_classes)
+            global_means, global_has = global_from_clusters(self.clusters, num_classes)
             if config.upcr_target == "global":
                 unbiased, has = global_means, global_has
-            self.unbiased, self.has_prototype = unbiased.to(device), has.to(device)
+            self.unbiased, self.has_prototype = unbiased, has
             self.contrast = (self.clusters.vectors, self.clusters.labels)
             if config.cpcl_prototypes == "global":
                 classes = torch.nonzero(global_has).flatten()
-                self.contrast = (global_means[classes].to(device), classes.to(device))
+                self.contrast = (global_means[classes], classes)
 
     def loss_terms(self, step: LocalStep) -> dict[str, torch.Tensor]:
         zero = step.features.new_zeros(())

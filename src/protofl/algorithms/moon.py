@@ -43,6 +43,7 @@ from protofl.algorithms.base import Algorithm
 from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
 from protofl.errors import ConfigError
 from protofl.losses import model_contrastive_loss
+from protofl.models.base import feature_model
 from protofl.payloads import Prototypes, StateDict
 
 PREVIOUS = "previous_model."  # prefix of the previous local model's entries in client state
@@ -83,8 +84,8 @@ class MOONClientRound(ClientRound):
             return {"contrastive": step.features.new_zeros(())}
         global_model, previous_model = self.frozen
         with torch.no_grad():
-            positive = global_model.features(step.inputs).float()  # type: ignore[operator]
-            negative = previous_model.features(step.inputs).float()  # type: ignore[operator]
+            positive = feature_model(global_model).features(step.inputs).float()
+            negative = feature_model(previous_model).features(step.inputs).float()
         loss = model_contrastive_loss(step.features, positive, negative, self.config.temperature)
         return {"contrastive": self.config.mu * loss}
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from protofl.engine.data import TestSet
 from protofl.engine.precision import FP32, Precision
+from protofl.models.base import feature_model
 from protofl.payloads import ClientUpdate, GlobalState, StateDict
 from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.records import RoundRecord
@@ -29,7 +30,8 @@ def evaluate(
                 batch = test_set.data.inputs[start : start + batch_size]
                 inputs = precision.prepare_input(test_set.transform.eval(batch))
                 labels = test_set.data.labels[start : start + batch_size]
-                logits = model.head(model.features(inputs))  # type: ignore[operator]
+                typed = feature_model(model)
+                logits = typed.head(typed.features(inputs))
                 correct += (logits.argmax(dim=1) == labels).sum()
             accuracies[test_set.domain] = int(correct) / len(test_set.data)
     model.train(was_training)

@@ -14,6 +14,7 @@ from protofl.algorithms.hooks import ClientRound, LocalStep
 from protofl.engine.data import ClientData
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import TrainingError
+from protofl.models.base import feature_model
 from protofl.payloads import Prototypes
 from protofl.prototypes import PrototypeAccumulator
 
@@ -40,9 +41,11 @@ def make_forward(model: nn.Module, compile_backend: str = "") -> Forward:
     backend is named (``"inductor"`` on a GPU). The compiled function stays tied to this
     model object, whose weights the loops load in place each round."""
 
+    typed = feature_model(model)
+
     def forward(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = model.features(inputs)  # type: ignore[operator]
-        return features, model.head(features)  # type: ignore[operator]
+        features = typed.features(inputs)
+        return features, typed.head(features)
 
     if not compile_backend:
         return forward

@@ -7,7 +7,7 @@ into ``features(x) -> [B, D]`` and ``head(z) -> [B, C]`` (the timm convention of
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from torch import nn
@@ -22,6 +22,12 @@ class FeatureModel(Protocol):
     def features(self, x: torch.Tensor) -> torch.Tensor: ...
 
     def head(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
+def feature_model(model: nn.Module) -> FeatureModel:
+    """``model`` seen through the feature/head contract (checked at the boundary by
+    :func:`check_feature_model`, trusted afterwards)."""
+    return cast(FeatureModel, model)
 
 
 def check_feature_model(
@@ -42,15 +48,16 @@ def check_feature_model(
         )
     was_training = model.training
     model.eval()
+    typed = feature_model(model)
     with torch.no_grad():
-        z = model.features(example)  # type: ignore[operator]
+        z = typed.features(example)
         if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != example.shape[0]:
             shape = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ConfigError(
                 f"{name}.features(x) must return a [B, D] tensor for a batch of "
                 f"B={example.shape[0]}; got {shape}. Fix: flatten the pooled features."
             )
-        logits = model.head(z)  # type: ignore[operator]
+        logits = typed.head(z)
         if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (
             example.shape[0],
             num_classes,
