@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import logging
 import time
@@ -29,7 +28,6 @@ from protofl.config import (
     build_config,
     config_from_dict,
     differences,
-    dumps,
     merge,
 )
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
@@ -46,6 +44,7 @@ from protofl.payloads import GlobalState
 from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.records import Observer, RoundRecord
 from protofl.registry import unknown_name_message
+from protofl.run_folder import RunFolder
 from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Simulation
 
@@ -229,26 +228,25 @@ def execute(
 ) -> RunResult:
     """Run ``simulation`` to ``config.rounds``, writing results and a checkpoint after every
     round when ``write`` is set (into ``resumed_dir`` when continuing a run)."""
-    out_dir = resumed_dir
+    folder = None
     if resumed_dir is not None:
-        results.rewrite_rounds(resumed_dir, simulation.history)
+        folder = RunFolder(resumed_dir)
+        folder.rewrite(simulation.history)
     elif write:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        default = Path("runs") / f"{config.algorithm}-{config.benchmark}-{stamp}"
-        out_dir = results.prepare_out_dir(Path(config.out) if config.out else default, overwrite)
-        (out_dir / "config.json").write_text(dumps(config, {"resolved": resolved}) + "\n")
+        folder = RunFolder.create(config, resolved, overwrite)
     started_round, started = simulation.state.round, time.perf_counter()
 
     def after_round(sim: Simulation) -> None:
-        if out_dir is not None:
-            results.append_round(out_dir, sim.history[-1])
-            save_checkpoint(out_dir, sim)
+        if folder is not None:
+            folder.record(sim.history[-1])
+            save_checkpoint(folder.path, sim)
 
     history = simulation.run(config.rounds, observer, after_round)
     summary = results.summarise(history, time.perf_counter() - started)
     summary["resumed_from_round"] = started_round if resumed_dir is not None else None
-    if out_dir is not None:
-        results.write_json(out_dir / "summary.json", summary)
+    if folder is not None:
+        folder.finish(summary)
+    out_dir = folder.path if folder is not None else None
     return RunResult(history, summary, simulation.model, simulation.state, out_dir, resolved)
 
 

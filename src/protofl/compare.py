@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import statistics
-import subprocess
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from protofl.api import RunResult, resume, run
 from protofl.config import RunConfig, build_config, merge
 from protofl.errors import ConfigError
 from protofl.records import Observer
+from protofl.run_folder import provenance
 
 logger = logging.getLogger(__name__)
 LAST = results.LAST_ROUNDS
@@ -151,18 +151,25 @@ def markdown_table(table: dict[str, Any], meta: Mapping[str, Any]) -> str:
         f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds, "
         f"mean ± std over seeds {', '.join(map(str, table['seeds']))}.",
         "",
-        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG |",
-        "|---|" + "---|" * (len(domains) + 1),
+        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | seeds |",
+        "|---|" + "---|" * (len(domains) + 2),
     ]
     for algorithm, row in table["rows"].items():
-        cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" for c in [*domains, "AVG"]]
-        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+        cells = [_cell(row[c]) for c in [*domains, "AVG"]]
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {row['AVG']['n']} |")
     lines += [
         "",
         f"Command: `{meta['command']}`",
         f"Commit: {meta['commit']}; machine: {meta['machine']}; finished {meta['date']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _cell(value: Mapping[str, float]) -> str:
+    """``mean ± std`` over seeds; a single seed has no spread to show (n=1, not ± 0.00)."""
+    if value["n"] < 2:
+        return f"{value['mean']:.2f}"
+    return f"{value['mean']:.2f} ± {value['std']:.2f}"
 
 
 def describe_machine() -> str:
@@ -185,23 +192,11 @@ def _cpu_model() -> str:
 
 
 def current_commit() -> str:
-    try:
-        done = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        return done.stdout.strip() + ("+local changes" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
+    """The commit of the protofl that runs (``+local changes`` when the tree was dirty)."""
+    state = provenance()
+    if state["commit"] is None:
         return f"protofl {__version__} (not a git checkout)"
+    return str(state["commit"]) + ("+local changes" if state["uncommitted_changes"] else "")
 
 
 def write_report(plan: ComparePlan, command: str, plots: bool = True) -> dict[str, Any]:

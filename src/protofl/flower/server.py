@@ -8,7 +8,6 @@ same ``config.json``, ``metrics.jsonl`` and ``summary.json`` (:mod:`protofl.resu
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,12 +21,13 @@ from torch import nn
 
 from protofl import results
 from protofl.api import algorithm_for, prepare, privacy_of, resolve_device, run_facts
-from protofl.config import RunConfig, dumps
+from protofl.config import RunConfig
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
 from protofl.records import RoundRecord
+from protofl.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 
@@ -66,27 +66,22 @@ def server_app(
 
 def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResult:
     """Run every round over ``grid``; with ``write``, save results as ``protofl run`` does."""
-    config = setup.config
-    out_dir = None
+    folder = None
     if write:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        default = Path("runs") / f"{config.algorithm}-{config.benchmark}-flower-{stamp}"
-        out_dir = results.prepare_out_dir(Path(config.out) if config.out else default)
         resolved = {**setup.resolved, "flower": _settings_dict(setup.settings)}
-        (out_dir / "config.json").write_text(dumps(config, {"resolved": resolved}) + "\n")
-        logger.info("writing results to %s", out_dir.resolve())
+        folder = RunFolder.create(setup.config, resolved, kind="flower")
     strategy = ProtoflStrategy(setup)
     started = time.perf_counter()
 
     def after_round(record: RoundRecord) -> None:
-        if out_dir is not None:
-            results.append_round(out_dir, record)
+        if folder is not None:
+            folder.record(record)
 
     history = strategy.run(grid, after_round)
     summary = results.summarise(history, time.perf_counter() - started)
-    if out_dir is not None:
-        results.write_json(out_dir / "summary.json", summary)
-    return FlowerResult(history, summary, strategy, out_dir)
+    if folder is not None:
+        folder.finish(summary)
+    return FlowerResult(history, summary, strategy, folder.path if folder else None)
 
 
 def benchmark_server(context: Context) -> ServerSetup:

@@ -1,0 +1,84 @@
+"""The one writer of a run's folder, used by the simulator (new and resumed runs) and the
+Flower server alike: ``config.json`` at the start (with what produced the run: protofl's
+version and commit), a line of ``metrics.jsonl`` per round, ``summary.json`` at the end."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from protofl import __version__, results
+from protofl.config import RunConfig, dumps
+from protofl.records import RoundRecord
+
+logger = logging.getLogger(__name__)
+
+
+class RunFolder:
+    """A run's output folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(
+        cls,
+        config: RunConfig,
+        resolved: Mapping[str, Any],
+        overwrite: bool = False,
+        kind: str = "",
+    ) -> RunFolder:
+        """Make ``config.out`` (default ``runs/<algorithm>-<benchmark>[-kind]-<time>``), refuse
+        one holding results unless ``overwrite``, and write ``config.json``."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        name = "-".join(part for part in (config.algorithm, config.benchmark, kind, stamp) if part)
+        path = results.prepare_out_dir(
+            Path(config.out) if config.out else Path("runs") / name, overwrite
+        )
+        facts = {**resolved, "produced_by": provenance()}
+        (path / "config.json").write_text(dumps(config, {"resolved": facts}) + "\n")
+        logger.info("writing results to %s", path.resolve())
+        return cls(path)
+
+    def record(self, record: RoundRecord) -> None:
+        results.append_round(self.path, record)
+
+    def rewrite(self, history: Sequence[RoundRecord]) -> None:
+        """On resume: keep exactly the rounds the checkpoint holds."""
+        results.rewrite_rounds(self.path, history)
+
+    def finish(self, summary: Mapping[str, Any]) -> None:
+        results.write_json(self.path / "summary.json", dict(summary))
+
+
+def provenance() -> dict[str, Any]:
+    """protofl's version and, in a git checkout, the commit and whether the tree had
+    uncommitted changes (so a table can say what produced each run)."""
+    return {"version": __version__, **_git_state()}
+
+
+def _git_state() -> dict[str, Any]:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+            cwd=here,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=here,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "uncommitted_changes": None}
+    return {"commit": commit, "uncommitted_changes": bool(dirty)}
