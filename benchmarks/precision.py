@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from protofl import RunConfig, run
-from protofl.api import prepare
+from protofl.builders import prepare
 from protofl.engine.precision import native_bf16
 from step_speed import machine
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from torch.profiler import ProfilerActivity, profile
 
 from protofl import RunConfig
-from protofl.api import prepare
+from protofl.builders import prepare
 
 
 def profile_round(config: RunConfig, top: int) -> str:

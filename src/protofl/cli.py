@@ -99,7 +99,8 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
 def _run(args: argparse.Namespace, console: Console) -> RunResult:
     config = config_from_args(args)
     print_config(console, config)
-    from protofl.api import execute, prepare
+    from protofl.api import execute
+    from protofl.builders import prepare
 
     simulation, resolved = prepare(config)
     with _observer(args, console, len(simulation.federation.clients)) as observer:

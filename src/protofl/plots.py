@@ -93,7 +93,7 @@ def feature_space(run_dir: Path, path: Path, per_domain_points: int = 150) -> No
     by cosine."""
     from sklearn.manifold import TSNE
 
-    from protofl.api import prepare
+    from protofl.builders import prepare
     from protofl.checkpoint import load_checkpoint
     from protofl.config import config_from_dict
     from protofl.prototypes import class_means

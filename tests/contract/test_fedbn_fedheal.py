@@ -63,13 +63,13 @@ def test_fedbn_keeps_batch_norm_local_and_scores_each_clients_own_model(
 
 
 def test_personal_accuracy_equals_a_plain_evaluation_of_each_client_model() -> None:
-    from protofl.api import _simulation
+    from protofl.builders import build_simulation
 
     clients, tests = tiny_clients()
     torch.manual_seed(0)
     config = RunConfig(**{**CONFIG.to_dict(), "algorithm": "fedbn"})
     federation = federation_from_arrays(clients, tests)
-    simulation, _ = _simulation(config, TinyNet(), federation, {})
+    simulation, _ = build_simulation(config, TinyNet(), federation, {})
     simulation.run(2)
     scores: dict[str, list[float]] = {}
     model = TinyNet()

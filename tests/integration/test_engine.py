@@ -200,5 +200,7 @@ def test_labels_beyond_the_head_are_named_as_a_data_problem() -> None:
     labels = clients[1].y.copy()
     labels[0] = 7
     clients[1] = ClientArrays(clients[1].x, labels, clients[1].domain)
-    with pytest.raises(DataError, match=r"labels 4\.\.7 occur in client red-1, but the model.s head has 4"):
+    with pytest.raises(
+        DataError, match=r"labels 4\.\.7 occur in client red-1, but the model.s head has 4"
+    ):
         train_federated(clients, tests, TinyNet(), RunConfig(rounds=1, local_epochs=1))

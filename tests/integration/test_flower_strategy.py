@@ -27,7 +27,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
-from protofl.api import prepare  # noqa: E402
+from protofl.builders import prepare  # noqa: E402
 from protofl.errors import ConfigError, TrainingError  # noqa: E402
 from protofl.flower.client import (  # noqa: E402
     PARTITION_ID,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from protofl import RunConfig
-from protofl.api import load_federation
+from protofl.builders import load_federation
 from protofl.cli import main
 
 from tiny_data import shared_data_or_skip

@@ -28,7 +28,7 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from protofl.algorithms import Algorithm
-from protofl.api import algorithm_for, local_settings, prepare, privacy_of, resolve_device
+from protofl.builders import algorithm_for, local_settings, prepare, privacy_of, resolve_device
 from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.client import NO_PRIVACY, run_client_round

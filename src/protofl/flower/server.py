@@ -20,7 +20,7 @@ from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
 from protofl import results
-from protofl.api import algorithm_for, prepare, privacy_of, resolve_device, run_facts
+from protofl.builders import algorithm_for, prepare, privacy_of, resolve_device, run_facts
 from protofl.config import RunConfig
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
@@ -85,7 +85,7 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
 
 
 def benchmark_server(context: Context) -> ServerSetup:
-    """The server side of the run config's benchmark, set up as ``protofl.api.prepare`` does."""
+    """The server side of the run config's benchmark, built as ``builders.prepare`` does."""
     config, settings = settings_from_run_config(context.run_config)
     return server_from_config(config, settings)
 

@@ -1,0 +1,215 @@
+"""Builders: everything a run is made of, from a configuration: the device, the benchmark's
+federation, the model, the algorithm, the local-training and privacy settings and the facts
+``config.json`` records. The simulator (:mod:`protofl.api`) and both Flower apps build their
+runs here, so all three set a run up the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+from torch import nn
+
+from protofl.algorithms import ALGORITHMS, Algorithm, AlgorithmContext, build_algorithm
+from protofl.config import (
+    RunConfig,
+)
+from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
+from protofl.data.federate import build_federation
+from protofl.data.partition import check_allocation, draw_clients
+from protofl.engine.data import Federation
+from protofl.engine.local import LocalSettings
+from protofl.engine.precision import resolve_precision
+from protofl.errors import ConfigError, DataError
+from protofl.models import MODELS, build_model, check_feature_model
+from protofl.models.base import feature_model
+from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.registry import unknown_name_message
+from protofl.seeding import derive_seed, seeded_torch
+from protofl.sim.simulator import Simulation
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"device: {name!r} is not a torch device ({err}).") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available here.")
+    return device
+
+
+def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
+    """Load the benchmark's domains, draw the clients, and build the tensors."""
+    spec = BENCHMARKS.get(config.benchmark)
+    domains = config.domains or spec.domains
+    for name in domains:
+        if name not in spec.domains:
+            kind = f"domain of {spec.name}"
+            raise ConfigError(unknown_name_message(kind, name, list(spec.domains)))
+    check_allocation(spec.domains, config.clients_per_domain)
+    allocation = {d: config.clients_per_domain.get(d, spec.clients_per_domain[d]) for d in domains}
+    fraction = config.client_fraction or spec.client_fraction
+    options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
+    loaded = [spec.loader(name, options) for name in domains]
+    plans = draw_clients(
+        {d.name: d.y_train for d in loaded},
+        allocation,
+        fraction,
+        config.seed,
+        spec.num_classes,
+        spec.ensure_all_classes,
+    )
+    federation = build_federation(
+        loaded, plans, spec.num_classes, spec.image_size, config.augment, spec.flip
+    )
+    resolved = {
+        "domains": list(domains),
+        "clients_per_domain": allocation,
+        "client_fraction": fraction,
+        "client_sizes": {c.client_id: len(c) for c in federation.clients},
+        "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
+    }
+    return spec, federation, resolved
+
+
+def prepare(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
+    """Everything ready to run: data, model, algorithm, simulation at round 0."""
+    device = resolve_device(config.device)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    spec, federation, resolved = load_federation(config)
+    model_name = spec.default_model if config.model == "auto" else config.model
+    MODELS.get(model_name)
+    with seeded_torch(derive_seed(config.seed, "model")):
+        model = build_model(model_name, spec.num_classes).to(device)
+    return build_simulation(config, model, federation.to(device), {**resolved, "model": model_name})
+
+
+def build_simulation(
+    config: RunConfig, model: nn.Module, federation: Federation, resolved: dict[str, Any]
+) -> tuple[Simulation, dict[str, Any]]:
+    device = next(model.parameters()).device
+    first = federation.clients[0]
+    example = first.transform.eval(first.source.inputs[first.indices[:2]])
+    algorithm, feature_dim = algorithm_for(
+        config, model, example, federation.num_classes, len(federation.clients)
+    )
+    precision = resolve_precision(config.precision, device)
+    privacy = privacy_of(config)
+    simulation = Simulation.start(
+        algorithm,
+        model,
+        federation,
+        local_settings(config),
+        config.seed,
+        config.eval_batch_size,
+        precision,
+        privacy=privacy,
+        compile_backend=config.compile,
+    )
+    options = config.algorithm_options.get(config.algorithm, {})
+    config_class = ALGORITHMS.get(config.algorithm).make_config(options)
+    resolved = {
+        **resolved,
+        **run_facts(config, device, precision.name, privacy, feature_dim),
+        "algorithm_config": _as_dict(config_class),
+    }
+    return simulation, resolved
+
+
+def algorithm_for(
+    config: RunConfig,
+    model: nn.Module,
+    example: torch.Tensor,
+    num_classes: int,
+    num_clients: int = 0,
+) -> tuple[Algorithm, int]:
+    """``config``'s algorithm for ``model`` (checked on ``example``); returns it with the
+    feature size. The simulator and both Flower apps build their algorithm here."""
+    feature_dim = check_feature_model(model, example, num_classes)
+    context = AlgorithmContext(
+        num_classes,
+        feature_dim,
+        config.rounds,
+        next(model.parameters()).device,
+        num_clients=num_clients,
+        parameter_names=frozenset(name for name, _ in model.named_parameters()),
+        weight_rule=config.aggregation,
+        trim_fraction=config.trim_fraction,
+        seed=config.seed,
+    )
+    options = config.algorithm_options.get(config.algorithm, {})
+    return build_algorithm(config.algorithm, options, context), feature_dim
+
+
+def privacy_of(config: RunConfig) -> PrototypePrivacy:
+    return PrototypePrivacy(
+        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
+    )
+
+
+def local_settings(config: RunConfig) -> LocalSettings:
+    return LocalSettings(
+        config.local_epochs, config.batch_size, config.lr, config.momentum, config.weight_decay
+    )
+
+
+def run_facts(
+    config: RunConfig,
+    device: torch.device,
+    precision: str,
+    privacy: PrototypePrivacy,
+    feature_dim: int,
+) -> dict[str, Any]:
+    """What a run resolved at start, for ``config.json`` (simulator and Flower server)."""
+    planned = epsilons(privacy, config.rounds)[-1] if privacy.enabled else None
+    return {
+        "device": str(device),
+        "precision": precision,
+        "privacy_epsilon_planned": planned,
+        "feature_dim": feature_dim,
+    }
+
+
+def _as_dict(options: Any) -> dict[str, Any]:
+    return dataclasses.asdict(options)
+
+
+def check_labels_fit_head(model: nn.Module, federation: Federation) -> None:
+    """Name the labels a user's model cannot predict, before blaming the model: a label 7
+    with a 4-output head is a data question first."""
+    first = federation.clients[0]
+    example = first.transform.eval(first.source.inputs[first.indices[:2]])
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        typed = feature_model(model)
+        try:
+            outputs = int(typed.head(typed.features(example)).shape[-1])
+        except Exception:
+            return
+        finally:
+            model.train(was_training)
+    if outputs >= federation.num_classes:
+        return
+    where = [
+        f"client {c.client_id}"
+        for c in federation.clients
+        if (c.source.labels[c.indices] >= outputs).any()
+    ]
+    where += [
+        f"test set {t.domain}" for t in federation.test_sets if (t.data.labels >= outputs).any()
+    ]
+    raise DataError(
+        f"labels {outputs}..{federation.num_classes - 1} occur in {', '.join(where[:5])}"
+        f"{' and more' if len(where) > 5 else ''}, but the model's head has {outputs} outputs "
+        f"(classes 0..{outputs - 1}). Fix: map the labels to 0..{outputs - 1}, or give the "
+        f"head {federation.num_classes} outputs."
+    )
