@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output folder (default: runs/compare-<bench>-<time>)")
     compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
     add_settings(compare)
+    report = commands.add_parser(
+        "report", help="table, JSON and plots from finished run folders (any commands, days)"
+    )
+    report.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    report.add_argument("--out", required=True, help="where table.md, results.json, plots go")
+    report.add_argument("--no-plots", action="store_true", help="table and JSON only")
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
     add_flower_commands(commands)
     return parser
@@ -72,10 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "flower":
         return run_flower_command(args)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.command == "report":
+            return _report(args, argv)
         if args.command == "compare":
             return _compare(args, console, argv)
         result = _resume(args, console) if args.resume else _run(args, console)
@@ -115,6 +123,22 @@ def _resume(args: argparse.Namespace, console: Console) -> RunResult:
     console.print(f"[bold]protofl run --resume[/] {folder}", highlight=False)
     with _observer(args, console, None) as observer:
         return resume(folder, observer, changes)
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    from protofl.compare import current_commit, describe_machine
+    from protofl.report import find_runs, group_runs, write_report
+
+    groups = group_runs(find_runs([Path(p) for p in args.runs]))
+    meta = {
+        "command": "protofl " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
+        "commit": current_commit(),
+        "machine": describe_machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    out = Path(args.out)
+    print_comparison(Console(), write_report(groups, out, meta, plots=not args.no_plots), out)
+    return 0
 
 
 def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:

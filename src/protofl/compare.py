@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import platform
-import statistics
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -23,17 +22,16 @@ from typing import Any
 
 import torch
 
-from protofl import __version__, results
+from protofl import __version__, report
 from protofl.algorithms import ALGORITHMS
 from protofl.api import RunResult, resume, run
 from protofl.config import RunConfig, build_config, merge
 from protofl.errors import ConfigError
 from protofl.records import Observer
+from protofl.report import FinishedRun
 from protofl.run_folder import provenance
 
 logger = logging.getLogger(__name__)
-LAST = results.LAST_ROUNDS
-DISPLAY_NAMES = {"mnist": "MNIST", "usps": "USPS", "svhn": "SVHN", "syn": "SYN", "dslr": "DSLR"}
 
 
 @dataclass(frozen=True)
@@ -98,80 +96,6 @@ def _finished(folder: Path, rounds: int) -> bool:
     return summary.exists() and json.loads(summary.read_text()).get("rounds") == rounds
 
 
-def load_history(folder: Path) -> list[dict[str, Any]]:
-    lines = (folder / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def tabulate(plan: ComparePlan) -> dict[str, Any]:
-    """Per algorithm: per-domain and AVG accuracy (%), mean and std over seeds, of the mean
-    over each run's last five rounds; plus every run's per-round mean accuracy."""
-    rows: dict[str, Any] = {}
-    domains: list[str] = []
-    for algorithm in plan.algorithms:
-        histories = {}
-        for seed in plan.seeds:
-            folder = plan.run_dir(algorithm, seed)
-            histories[seed] = load_history(folder)
-            saved = json.loads((folder / "config.json").read_text())
-            domains = saved["resolved"]["domains"]  # the benchmark's order, as in the paper
-        rows[algorithm] = _row(histories, domains, "per_domain_accuracy", "mean_accuracy")
-        if all(h[-1].get("personal_accuracy") for h in histories.values()):
-            # algorithms with local layers: each client's own model, beside the global one
-            personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
-            rows[f"{algorithm} (personalised)"] = personal
-    return {"domains": domains, "rows": rows, "seeds": list(plan.seeds)}
-
-
-def _row(
-    histories: Mapping[int, list[dict[str, Any]]], domains: list[str], per_domain: str, mean: str
-) -> dict[str, Any]:
-    """One table row: per-domain and AVG (%), each the mean over a run's last rounds, then
-    mean and std over seeds; with every seed's per-round curve."""
-    per_seed = []
-    for history in histories.values():
-        tail = history[-LAST:]
-        scores = {d: 100 * statistics.fmean(r[per_domain][d] for r in tail) for d in domains}
-        scores["AVG"] = statistics.fmean(scores[d] for d in domains)
-        per_seed.append(scores)
-    row: dict[str, Any] = {c: _mean_std([s[c] for s in per_seed]) for c in [*domains, "AVG"]}
-    row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
-    return row
-
-
-def _mean_std(values: list[float]) -> dict[str, float]:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std (n - 1)
-    return {"mean": statistics.fmean(values), "std": spread, "n": len(values)}
-
-
-def markdown_table(table: dict[str, Any], meta: Mapping[str, Any]) -> str:
-    domains = table["domains"]
-    names = {d: DISPLAY_NAMES.get(d, d.capitalize()) for d in domains}
-    lines = [
-        f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds, "
-        f"mean ± std over seeds {', '.join(map(str, table['seeds']))}.",
-        "",
-        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | seeds |",
-        "|---|" + "---|" * (len(domains) + 2),
-    ]
-    for algorithm, row in table["rows"].items():
-        cells = [_cell(row[c]) for c in [*domains, "AVG"]]
-        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {row['AVG']['n']} |")
-    lines += [
-        "",
-        f"Command: `{meta['command']}`",
-        f"Commit: {meta['commit']}; machine: {meta['machine']}; finished {meta['date']}.",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _cell(value: Mapping[str, float]) -> str:
-    """``mean ± std`` over seeds; a single seed has no spread to show (n=1, not ± 0.00)."""
-    if value["n"] < 2:
-        return f"{value['mean']:.2f}"
-    return f"{value['mean']:.2f} ± {value['std']:.2f}"
-
-
 def describe_machine() -> str:
     cpu = platform.processor() or _cpu_model() or platform.machine()
     return (
@@ -200,37 +124,19 @@ def current_commit() -> str:
 
 
 def write_report(plan: ComparePlan, command: str, plots: bool = True) -> dict[str, Any]:
-    """Write table.md, results.json and (with matplotlib) the plots into ``plan.out``."""
-    table = tabulate(plan)
-    first = plan.config(plan.algorithms[0], plan.seeds[0])
+    """Write table.md, results.json and (with matplotlib) the plots into ``plan.out``, from
+    the plan's run folders, as ``protofl report`` does from any run folders."""
+    runs = [FinishedRun.load(plan.run_dir(a, s)) for a in plan.algorithms for s in plan.seeds]
     meta = {
         "command": command,
-        "benchmark": first.benchmark,
         "settings": dict(plan.settings),
         "commit": current_commit(),
         "machine": describe_machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    (plan.out / "table.md").write_text(markdown_table(table, meta))
-    results.write_json(plan.out / "results.json", {"meta": meta, **table})
-    if plots:
-        from protofl import plots as plotting
-
-        plotting.accuracy_per_round(table, plan.out / "accuracy_per_round.png", meta)
-        plotting.per_domain(table, plan.out / "per_domain.png", meta)
-        feature_run = _feature_run(plan)
-        if feature_run is not None:
-            plotting.feature_space(feature_run, plan.out / "features.png")
-    return {"meta": meta, **table}
-
-
-def _feature_run(plan: ComparePlan) -> Path | None:
-    """The FPL run whose learned feature space is drawn (first seed), if FPL was compared."""
-    for algorithm in plan.algorithms:
-        if algorithm == "fpl":
-            folder = plan.run_dir(algorithm, plan.seeds[0])
-            return folder if (folder / "checkpoint.pt").exists() else None
-    return None
+    groups = {name: members for name, members in report.group_runs(runs).items()}
+    ordered = {name: groups[name] for name in plan.algorithms}  # as the command listed them
+    return report.write_report(ordered, plan.out, meta, plots)
 
 
 def parse_list(text: str, kind: type[Any], what: str) -> tuple[Any, ...]:

@@ -91,15 +91,23 @@ def print_results(console: Console, result: RunResult) -> None:
 def print_comparison(console: Console, report: dict[str, Any], out: Path) -> None:
     """The comparison table (last-5-round accuracy, mean ± std over seeds)."""
     columns = [*report["domains"], "AVG"]
-    table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), seeds {report['seeds']}")
+    table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), last 5 rounds")
     table.add_column("algorithm")
     for column in columns:
         table.add_column(column, justify="right")
+    table.add_column("seeds")
     for algorithm, row in report["rows"].items():
-        cells = [f"{row[c]['mean']:.2f} ± {row[c]['std']:.2f}" for c in columns]
-        table.add_row(algorithm, *cells)
+        cells = [_mean_std(row[c]) for c in columns]
+        table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])))
     console.print(table)
-    console.print(f"written: {out}/ (table.md, results.json, plots, runs/)")
+    console.print(f"written: {out}/ (table.md, results.json, plots)")
+
+
+def _mean_std(value: dict[str, float]) -> str:
+    """One seed has no spread to show."""
+    if value["n"] < 2:
+        return f"{value['mean']:.2f}"
+    return f"{value['mean']:.2f} ± {value['std']:.2f}"
 
 
 def print_listing(console: Console) -> None:

@@ -1,0 +1,238 @@
+"""Tables and plots from finished run folders, whoever made them: one ``protofl compare``
+call, separate ``protofl run`` commands, other sessions or machines.
+
+Runs are grouped by algorithm; a group pools its seeds only when every setting that decides
+what a run computes agrees (the selected algorithm's options included), and otherwise the
+report is refused with the keys that differ. How a run executed (output folder, threads,
+data folder, device) and the precision may differ; the precisions and commits that produced
+each row are listed under the table. The table is the paper's layout: per-domain top-1
+accuracy and AVG, each the mean over a run's last five rounds, then mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protofl import results
+from protofl.errors import ConfigError
+
+LAST = results.LAST_ROUNDS
+DISPLAY_NAMES = {"mnist": "MNIST", "usps": "USPS", "svhn": "SVHN", "syn": "SYN", "dslr": "DSLR"}
+# Settings that say how or where a run executed, not what it computed
+EXECUTION = frozenset(
+    {"out", "threads", "data_dir", "cache_dir", "device", "precision", "download", "compile"}
+)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A finished run folder: its saved config and its per-round records."""
+
+    folder: Path
+    config: dict[str, Any]
+    history: list[dict[str, Any]]
+
+    @staticmethod
+    def load(folder: Path) -> FinishedRun:
+        config_path, summary_path = folder / "config.json", folder / "summary.json"
+        if not config_path.is_file():
+            raise ConfigError(f"{str(folder)!r} holds no config.json; it is not a protofl run.")
+        config = json.loads(config_path.read_text())
+        if not summary_path.is_file():
+            raise ConfigError(
+                f"{str(folder)!r} has not finished (no summary.json); finish it with "
+                f"protofl run --resume {folder}"
+            )
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+        history = [json.loads(line) for line in lines if line.strip()]
+        if len(history) != config["rounds"]:
+            raise ConfigError(
+                f"{str(folder)!r} holds {len(history)} of its {config['rounds']} rounds."
+            )
+        return FinishedRun(folder, config, history)
+
+    @property
+    def algorithm(self) -> str:
+        return str(self.config["algorithm"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.config["seed"])
+
+    def experiment(self) -> dict[str, Any]:
+        """What decides the numbers: every setting but the seed and the execution ones, with
+        only the selected algorithm's options."""
+        options = self.config.get("algorithm_options", {}).get(self.algorithm, {})
+        kept = {
+            k: v
+            for k, v in self.config.items()
+            if k not in EXECUTION | {"seed", "resolved", "algorithm_options"}
+        }
+        return {**kept, "options": options}
+
+    def facts(self) -> dict[str, Any]:
+        resolved = self.config.get("resolved", {})
+        produced = resolved.get("produced_by", {})
+        return {"precision": resolved.get("precision"), "commit": produced.get("commit")}
+
+
+def group_runs(runs: Sequence[FinishedRun]) -> dict[str, list[FinishedRun]]:
+    """Runs by algorithm (in the registry's order), seeds sorted; refuses to pool runs whose
+    settings differ, or two runs of one algorithm with the same seed."""
+    from protofl.algorithms import ALGORITHMS  # the registry's order: the paper's, then ours
+
+    order = {name: index for index, name in enumerate(ALGORITHMS.names())}
+    groups: dict[str, list[FinishedRun]] = {}
+    for run in sorted(runs, key=lambda r: order.get(r.algorithm, len(order))):
+        groups.setdefault(run.algorithm, []).append(run)
+    for name, members in groups.items():
+        first = members[0].experiment()
+        for other in members[1:]:
+            theirs = other.experiment()
+            differ = sorted(
+                k for k in first.keys() | theirs.keys() if first.get(k) != theirs.get(k)
+            )
+            if differ:
+                raise ConfigError(
+                    f"cannot pool {name} runs {members[0].folder} and {other.folder}: their "
+                    f"settings differ in {', '.join(differ)}. Report them separately."
+                )
+        seeds = [m.seed for m in members]
+        if len(set(seeds)) != len(seeds):
+            raise ConfigError(f"{name}: two runs with the same seed among {seeds}.")
+        members.sort(key=lambda m: m.seed)
+    benchmarks = {m.config["benchmark"] for ms in groups.values() for m in ms}
+    if len(benchmarks) > 1:
+        raise ConfigError(f"runs of different benchmarks in one report: {sorted(benchmarks)}.")
+    return groups
+
+
+def tabulate(groups: Mapping[str, Sequence[FinishedRun]]) -> dict[str, Any]:
+    """Per algorithm: per-domain and AVG (%), mean and std over seeds of each run's mean over
+    its last five rounds; a ``(personalised)`` row for algorithms with local layers."""
+    rows: dict[str, Any] = {}
+    domains: list[str] = []
+    for name, members in groups.items():
+        domains = members[0].config["resolved"]["domains"]  # the benchmark's order
+        histories = {m.seed: m.history for m in members}
+        rows[name] = _row(histories, domains, "per_domain_accuracy", "mean_accuracy")
+        rows[name]["facts"] = [m.facts() for m in members]
+        if all(h[-1].get("personal_accuracy") for h in histories.values()):
+            personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
+            rows[f"{name} (personalised)"] = {**personal, "facts": rows[name]["facts"]}
+    seeds = sorted({m.seed for ms in groups.values() for m in ms})
+    return {"domains": domains, "rows": rows, "seeds": seeds}
+
+
+def _row(
+    histories: Mapping[int, list[dict[str, Any]]], domains: list[str], per_domain: str, mean: str
+) -> dict[str, Any]:
+    per_seed = []
+    for history in histories.values():
+        tail = history[-LAST:]
+        scores = {d: 100 * statistics.fmean(r[per_domain][d] for r in tail) for d in domains}
+        scores["AVG"] = statistics.fmean(scores[d] for d in domains)
+        per_seed.append(scores)
+    row: dict[str, Any] = {c: _mean_std([s[c] for s in per_seed]) for c in [*domains, "AVG"]}
+    row["seeds"] = list(histories)
+    row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
+    return row
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std (n - 1)
+    return {"mean": statistics.fmean(values), "std": spread, "n": len(values)}
+
+
+def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
+    domains = table["domains"]
+    names = {d: DISPLAY_NAMES.get(d, d.capitalize()) for d in domains}
+    lines = [
+        f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds of each "
+        "run, mean ± std over its seeds (one seed: no ±).",
+        "",
+        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | seeds |",
+        "|---|" + "---|" * (len(domains) + 2),
+    ]
+    for algorithm, row in table["rows"].items():
+        cells = [_cell(row[c]) for c in [*domains, "AVG"]]
+        seeds = ",".join(map(str, row["seeds"]))
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |")
+    lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
+    lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: Mapping[str, float]) -> str:
+    if value["n"] < 2:
+        return f"{value['mean']:.2f}"
+    return f"{value['mean']:.2f} ± {value['std']:.2f}"
+
+
+def _provenance_lines(table: Mapping[str, Any]) -> list[str]:
+    """Which precision and commit produced each row's seeds (where the runs recorded it),
+    rows with the same story on one line."""
+    stories: dict[str, list[str]] = {}
+    for algorithm, row in table["rows"].items():
+        if algorithm.endswith("(personalised)"):
+            continue
+        parts = [
+            f"seed {seed}: {fact['precision'] or '?'}"
+            + (f" @ {fact['commit']}" if fact.get("commit") else "")
+            for seed, fact in zip(row["seeds"], row["facts"], strict=True)
+        ]
+        mixed = " (mixed precisions)" if len({f["precision"] for f in row["facts"]}) > 1 else ""
+        stories.setdefault("; ".join(parts) + mixed, []).append(algorithm)
+    return [f"- {', '.join(names)}: {story}" for story, names in stories.items()]
+
+
+def find_runs(paths: Sequence[Path]) -> list[FinishedRun]:
+    """Each path is a run folder, or a folder of them (a compare output's ``runs/``, or its
+    parent)."""
+    folders: list[Path] = []
+    for path in paths:
+        if (path / "config.json").is_file():
+            folders.append(path)
+        elif (path / "runs").is_dir():
+            folders += sorted(p for p in (path / "runs").iterdir() if (p / "config.json").is_file())
+        elif path.is_dir() and any((p / "config.json").is_file() for p in path.iterdir()):
+            folders += sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+        else:
+            raise ConfigError(f"{str(path)!r} is neither a run folder nor a folder of runs.")
+    if not folders:
+        raise ConfigError("no run folders given.")
+    return [FinishedRun.load(folder) for folder in folders]
+
+
+def write_report(
+    groups: Mapping[str, Sequence[FinishedRun]],
+    out: Path,
+    meta: Mapping[str, Any],
+    plots: bool = True,
+) -> dict[str, Any]:
+    """``table.md``, ``results.json`` and (with matplotlib) the plots, into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = tabulate(groups)
+    first = next(iter(groups.values()))[0]
+    meta = {"benchmark": first.config["benchmark"], **meta}
+    (out / "table.md").write_text(markdown_table(table, meta))
+    serialisable = {
+        "meta": dict(meta),
+        **table,
+        "runs": {n: [str(m.folder) for m in ms] for n, ms in groups.items()},
+    }
+    results.write_json(out / "results.json", serialisable)
+    if plots:
+        from protofl import plots as plotting
+
+        plotting.accuracy_per_round(table, out / "accuracy_per_round.png", meta)
+        plotting.per_domain(table, out / "per_domain.png", meta)
+        fpl = [m for m in groups.get("fpl", []) if (m.folder / "checkpoint.pt").exists()]
+        if fpl:
+            plotting.feature_space(fpl[0].folder, out / "features.png")
+    return {"meta": dict(meta), **table}

@@ -1,0 +1,53 @@
+"""``protofl report``: tables from finished run folders made by any command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from protofl.cli import main
+from protofl.errors import ConfigError
+from protofl.report import find_runs, group_runs
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "benchmarks" / "results" / "office_caltech_reduced"
+
+
+def rows(table: str) -> set[str]:
+    """A table's method rows, without the seeds column (the committed ones predate it)."""
+    lines = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    return {"|".join(line.split("|")[:7]) for line in lines[1:]}
+
+
+def test_report_rebuilds_the_committed_office_caltech_table_exactly(tmp_path: Path) -> None:
+    assert main(["report", str(COMMITTED), "--out", str(tmp_path), "--no-plots"]) == 0
+    rebuilt = (tmp_path / "table.md").read_text()
+    assert rows(rebuilt) == rows((COMMITTED / "table.md").read_text())
+    assert len(rows(rebuilt)) == 12
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["rows"]["fpl"]["AVG"]["n"] == 2
+
+
+def test_runs_with_different_settings_are_not_pooled(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        shutil.copytree(COMMITTED / "runs" / f"fedavg-seed{seed}", tmp_path / f"a{seed}")
+    config_path = tmp_path / "a1" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["lr"], config["threads"] = 0.05, 7  # threads is how it ran: allowed to differ
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"settings differ in lr\. Report them separately"):
+        group_runs(find_runs([tmp_path / "a0", tmp_path / "a1"]))
+
+
+def test_one_seed_shows_no_spread_and_unfinished_runs_are_refused(tmp_path: Path) -> None:
+    shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
+    assert main(["report", str(tmp_path / "fpl"), "--out", str(tmp_path / "r"), "--no-plots"]) == 0
+    table = (tmp_path / "r" / "table.md").read_text()
+    fpl_row = next(line for line in table.splitlines() if line.startswith("| fpl "))
+    assert "±" not in fpl_row and fpl_row.endswith("| 0 |")
+    (tmp_path / "fpl" / "summary.json").unlink()
+    with pytest.raises(ConfigError, match="has not finished"):
+        find_runs([tmp_path / "fpl"])
