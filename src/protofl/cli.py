@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime
 import logging
 import shlex
@@ -81,19 +82,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    resume_hint: list[str] = []  # the exact command that continues this run, once known
     try:
         if args.command == "report":
             return _report(args, argv)
         if args.command == "compare":
+            resume_hint.append("run the same protofl compare command again")
             return _compare(args, console, argv)
-        result = _resume(args, console) if args.resume else _run(args, console)
+        if args.resume:
+            resume_hint.append(f"protofl run --resume {shlex.quote(args.resume)}")
+            result = _resume(args, console)
+        else:
+            result = _run(args, console, resume_hint)
     except ProtoflError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         return 2
     except KeyboardInterrupt:
+        how = resume_hint[0] if resume_hint else "nothing was saved yet"
         console.print(
-            "[yellow]interrupted[/]: the rounds finished so far are saved; continue with "
-            "protofl run --resume <out dir> (or run the same compare command again)."
+            f"[yellow]interrupted[/]: the rounds finished so far are saved; continue: {how}",
+            highlight=False,
         )
         return 130
     print_results(Console(), result)
@@ -104,9 +112,15 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
     return contextlib.nullcontext() if args.quiet else ProgressObserver(console, clients)
 
 
-def _run(args: argparse.Namespace, console: Console) -> RunResult:
+def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> RunResult:
+    from protofl.run_folder import default_out
+
     config = config_from_args(args)
+    if config.out is None:  # name the folder now, so the user knows it from the start
+        config = dataclasses.replace(config, out=str(default_out(config)))
     print_config(console, config)
+    console.print(f"writing to [bold]{config.out}[/]", highlight=False)
+    resume_hint.append(f"protofl run --resume {shlex.quote(str(config.out))}")
     from protofl.api import execute
     from protofl.builders import prepare
 

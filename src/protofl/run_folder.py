@@ -34,11 +34,7 @@ class RunFolder:
     ) -> RunFolder:
         """Make ``config.out`` (default ``runs/<algorithm>-<benchmark>[-kind]-<time>``), refuse
         one holding results unless ``overwrite``, and write ``config.json``."""
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        name = "-".join(part for part in (config.algorithm, config.benchmark, kind, stamp) if part)
-        path = results.prepare_out_dir(
-            Path(config.out) if config.out else Path("runs") / name, overwrite
-        )
+        path = results.prepare_out_dir(Path(config.out or default_out(config, kind)), overwrite)
         facts = {**resolved, "produced_by": provenance()}
         (path / "config.json").write_text(dumps(config, {"resolved": facts}) + "\n")
         logger.info("writing results to %s", path.resolve())
@@ -53,6 +49,13 @@ class RunFolder:
 
     def finish(self, summary: Mapping[str, Any]) -> None:
         results.write_json(self.path / "summary.json", dict(summary))
+
+
+def default_out(config: RunConfig, kind: str = "") -> Path:
+    """``runs/<algorithm>-<benchmark>[-kind]-<time>``: where a run without ``out`` goes."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = "-".join(part for part in (config.algorithm, config.benchmark, kind, stamp) if part)
+    return Path("runs") / name
 
 
 def provenance() -> dict[str, Any]:

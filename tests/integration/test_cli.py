@@ -92,3 +92,21 @@ def test_module_entry_point_runs() -> None:
         [sys.executable, "-m", "protofl", "--version"], capture_output=True, text=True, check=True
     )
     assert done.stdout.startswith("protofl ")
+
+
+def test_the_run_folder_is_named_at_the_start_and_ctrl_c_prints_the_exact_resume_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import protofl.api
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protofl.api, "execute", interrupted)
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", "--rounds", "1", "--local-epochs", "1", "-q", "--set", "dataset_seed=1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 130
+    folder = err.split("writing to ")[1].split()[0]
+    assert folder.startswith("runs/fpl-embedded-")
+    assert f"continue: protofl run --resume {folder}" in err
