@@ -81,11 +81,15 @@ def execute(
             folder.record(sim.history[-1])
             save_checkpoint(folder.path, sim)
 
-    history = simulation.run(config.rounds, observer, after_round)
-    summary = results.summarise(history, time.perf_counter() - started)
-    summary["resumed_from_round"] = started_round if resumed_dir is not None else None
-    if folder is not None:
-        folder.finish(summary)
+    try:
+        history = simulation.run(config.rounds, observer, after_round)
+        summary = results.summarise(history, time.perf_counter() - started)
+        summary["resumed_from_round"] = started_round if resumed_dir is not None else None
+        if folder is not None:
+            folder.finish(summary)
+    finally:
+        if folder is not None:
+            folder.close()
     out_dir = folder.path if folder is not None else None
     return RunResult(history, summary, simulation.model, simulation.state, out_dir, resolved)
 
@@ -109,6 +113,11 @@ def resume(
         saved = dataclasses.replace(saved, threads=int(changes["threads"]))
     simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
+    if simulation.state.round >= saved.rounds:
+        raise ConfigError(
+            f"{str(folder)!r} already finished all {saved.rounds} rounds; there is nothing to "
+            "resume, and its results are left as they are."
+        )
     logger.info("resuming %s after round %d", folder, simulation.state.round)
     return execute(simulation, saved, resolved, observer, resumed_dir=folder)
 

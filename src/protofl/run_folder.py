@@ -5,24 +5,58 @@ version and commit), a line of ``metrics.jsonl`` per round, ``summary.json`` at 
 from __future__ import annotations
 
 import datetime
+import fcntl
 import logging
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from protofl import __version__, results
 from protofl.config import RunConfig, dumps
+from protofl.errors import ConfigError
 from protofl.records import RoundRecord
 
 logger = logging.getLogger(__name__)
 
 
+LOCK = ".protofl.lock"  # held by the one process writing a run folder
+
+
 class RunFolder:
-    """A run's output folder."""
+    """A run's output folder, locked against a second writer while this one is open."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock: IO[str] | None = None
+        self.lock()
+
+    def lock(self) -> None:
+        """Take the folder's lock; a second process gets a clear error instead of
+        interleaving its rounds with ours (the lock goes with the process if it dies)."""
+        handle = (self.path / LOCK).open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"{str(self.path)!r} is being written by {holder}. Wait for it to finish, or "
+                "choose another --out; two runs in one folder would mix their results."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"protofl process {os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+
+    def close(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     @classmethod
     def create(
@@ -35,10 +69,11 @@ class RunFolder:
         """Make ``config.out`` (default ``runs/<algorithm>-<benchmark>[-kind]-<time>``), refuse
         one holding results unless ``overwrite``, and write ``config.json``."""
         path = results.prepare_out_dir(Path(config.out or default_out(config, kind)), overwrite)
+        folder = cls(path)  # locked before anything is written
         facts = {**resolved, "produced_by": provenance()}
         (path / "config.json").write_text(dumps(config, {"resolved": facts}) + "\n")
         logger.info("writing results to %s", path.resolve())
-        return cls(path)
+        return folder
 
     def record(self, record: RoundRecord) -> None:
         results.append_round(self.path, record)

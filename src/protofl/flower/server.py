@@ -77,10 +77,14 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
         if folder is not None:
             folder.record(record)
 
-    history = strategy.run(grid, after_round)
-    summary = results.summarise(history, time.perf_counter() - started)
-    if folder is not None:
-        folder.finish(summary)
+    try:
+        history = strategy.run(grid, after_round)
+        summary = results.summarise(history, time.perf_counter() - started)
+        if folder is not None:
+            folder.finish(summary)
+    finally:
+        if folder is not None:
+            folder.close()
     return FlowerResult(history, summary, strategy, folder.path if folder else None)
 
 

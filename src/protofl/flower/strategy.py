@@ -30,6 +30,7 @@ from protofl.engine.precision import FP32, Precision
 from protofl.errors import PayloadError, TrainingError
 from protofl.flower.codec import Expected, encode_server_message, screen_client_update
 from protofl.flower.settings import FlowerSettings
+from protofl.health import collapse_warning
 from protofl.payloads import ClientUpdate, GlobalState
 from protofl.privacy import PrototypePrivacy
 from protofl.records import RoundRecord
@@ -79,6 +80,7 @@ class ProtoflStrategy:
         self.state: GlobalState = setup.algorithm.init_state(copy_state(setup.model))
         self.history: list[RoundRecord] = []
         self._clock, self._sleep = clock, sleep
+        self._warned = False  # a collapse is reported once per run
 
     def run(
         self, grid: Grid, after_round: Callable[[RoundRecord], None] | None = None
@@ -175,6 +177,10 @@ class ProtoflStrategy:
             setup.privacy,
         )
         self.history.append(record)
+        warning = collapse_warning(self.history, setup.num_classes, setup.algorithm.name)
+        if warning is not None and not self._warned:
+            logger.warning(warning)
+            self._warned = True
         logger.info(
             "round %d: %d clients, mean accuracy %.4f",
             record.round,

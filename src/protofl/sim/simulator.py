@@ -22,6 +22,7 @@ from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.health import collapse_warning
 from protofl.models.base import check_feature_model
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.privacy import PrototypePrivacy
@@ -49,6 +50,7 @@ class Simulation:
     history: list[RoundRecord] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self._warned = False
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
         self._forward = make_forward(self._worker, self.compile_backend)
@@ -123,7 +125,18 @@ class Simulation:
         record = self._with_personal_accuracy(record)
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
+        self._warn_on_collapse()
         return record
+
+    def _warn_on_collapse(self) -> None:
+        """Once per run: say so when training collapses without a NaN."""
+        if self._warned:
+            return
+        classes = self.federation.num_classes
+        message = collapse_warning(self.history, classes, getattr(self.algorithm, "name", ""))
+        if message is not None:
+            logger.warning(message)
+            self._warned = True
 
     def _with_personal_accuracy(self, record: RoundRecord) -> RoundRecord:
         """Add each domain's personalised accuracy when the algorithm keeps local layers."""

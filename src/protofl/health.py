@@ -1,0 +1,51 @@
+"""Signs that a run has collapsed without producing a NaN, checked after every round: the
+clients can no longer fit their own training data (train accuracy at chance), or the loss
+has grown far beyond where it started. One warning per run says what to change."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from protofl.records import RoundRecord
+
+CHANCE_MARGIN = 1.5  # train accuracy below 1.5x chance after local training: not learning
+LOSS_GROWTH = 10.0  # mean train loss 10x its first round's: exploding
+
+
+def collapse_warning(
+    history: Sequence[RoundRecord], num_classes: int, algorithm: str
+) -> str | None:
+    """A message when the latest round looks collapsed (from round 2 on), else None."""
+    if len(history) < 2:
+        return None
+    latest, first = history[-1], history[0]
+    train_accuracy = latest.train.get("accuracy")
+    loss, first_loss = latest.train.get("loss"), first.train.get("loss")
+    chance = 1.0 / num_classes
+    at_chance = train_accuracy is not None and train_accuracy < CHANCE_MARGIN * chance
+    exploding = (
+        loss is not None
+        and first_loss is not None
+        and math.isfinite(loss)
+        and loss > LOSS_GROWTH * max(first_loss, 1e-6)
+    )
+    if not (at_chance or exploding):
+        return None
+    what = (
+        f"the clients' own training accuracy is {100 * (train_accuracy or 0):.1f}% (chance is "
+        f"{100 * chance:.1f}%)"
+        if at_chance
+        else f"the mean training loss grew from {first_loss:.3g} to {loss:.3g}"
+    )
+    return f"round {latest.round}: {what}, so training has collapsed. {_advice(algorithm)}"
+
+
+def _advice(algorithm: str) -> str:
+    if algorithm.startswith("fpl"):
+        return (
+            "FPL's contrastive term divides cosine similarities by fpl.temperature (0.02): "
+            "with small or low-dimensional features that is too sharp. Try "
+            f"--set {algorithm}.temperature=0.2, or a smaller lr."
+        )
+    return "Try a smaller lr (--set lr=...), or check the labels and the model's head."

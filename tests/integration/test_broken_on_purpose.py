@@ -1,0 +1,70 @@
+"""What a demanding user found by breaking runs on purpose: each has its message here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from protofl import RunConfig, train_federated
+from protofl.api import resume, run
+from protofl.errors import ConfigError
+from protofl.health import collapse_warning
+from protofl.records import RoundRecord
+from protofl.run_folder import RunFolder
+
+from tiny_data import TinyNet, tiny_clients
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(tmp_path: Path) -> None:
+    first = RunFolder.create(RunConfig(out=str(tmp_path / "run")), {})
+    with pytest.raises(ConfigError, match=r"is being written by protofl process \d+"):
+        RunFolder.create(RunConfig(out=str(tmp_path / "run")), {}, overwrite=True)
+    first.close()
+    RunFolder.create(RunConfig(out=str(tmp_path / "run")), {}, overwrite=True).close()
+
+
+def test_resuming_a_finished_run_changes_nothing(tmp_path: Path) -> None:
+    config = RunConfig(
+        rounds=1,
+        local_epochs=1,
+        out=str(tmp_path / "run"),
+        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
+        client_fraction=0.1,
+    )
+    run(config)
+    before = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(ConfigError, match="already finished all 1 rounds; there is nothing"):
+        resume(tmp_path / "run")
+    assert (tmp_path / "run" / "summary.json").read_text() == before
+
+
+def record(round_index: int, loss: float, accuracy: float) -> RoundRecord:
+    return RoundRecord(
+        round_index, {"d": 0.1}, 0.1, {"loss": loss, "accuracy": accuracy}, {}, 0, 1.0, 0.1
+    )
+
+
+def test_collapse_is_named_with_what_to_change() -> None:
+    healthy = [record(1, 2.3, 0.3), record(2, 1.9, 0.5)]
+    assert collapse_warning(healthy, 10, "fpl") is None
+    assert collapse_warning(healthy[:1], 10, "fpl") is None  # not before round 2
+    at_chance = [record(1, 2.3, 0.11), record(2, 2.3, 0.12)]
+    message = collapse_warning(at_chance, 10, "fpl")
+    assert message is not None and "12.0% (chance is 10.0%)" in message
+    assert "--set fpl.temperature=0.2" in message
+    exploding = [record(1, 2.0, 0.5), record(2, 32.0, 0.6)]
+    message = collapse_warning(exploding, 10, "fedavg")
+    assert message is not None and "grew from 2 to 32" in message and "smaller lr" in message
+
+
+def test_a_diverging_run_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    config = RunConfig(rounds=3, local_epochs=1, batch_size=16, lr=10.0, precision="fp32")
+    with caplog.at_level(logging.WARNING, logger="protofl.sim.simulator"):
+        train_federated(clients, tests, TinyNet(), config)
+    warnings = [r.message for r in caplog.records if "training has collapsed" in r.message]
+    assert len(warnings) == 1, [r.message for r in caplog.records]
