@@ -65,6 +65,7 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         config.seed,
         spec.num_classes,
         spec.ensure_all_classes,
+        config.label_skew,
     )
     federation = build_federation(
         loaded, plans, spec.num_classes, spec.image_size, config.augment, spec.flip
@@ -74,6 +75,12 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         "clients_per_domain": allocation,
         "client_fraction": fraction,
         "client_sizes": {c.client_id: len(c) for c in federation.clients},
+        "client_class_counts": {
+            c.client_id: torch.bincount(
+                c.source.labels[c.indices], minlength=spec.num_classes
+            ).tolist()
+            for c in federation.clients
+        },
         "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
     }
     return spec, federation, resolved
@@ -113,6 +120,7 @@ def build_simulation(
         precision,
         privacy=privacy,
         compile_backend=config.compile,
+        clients_per_round=config.clients_per_round,
     )
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)

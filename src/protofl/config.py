@@ -60,6 +60,8 @@ class RunConfig:
     privacy_clip_norm: float = 0.0  # > 0: clip each uploaded prototype to this L2 norm
     privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm
     privacy_delta: float = 1e-5  # the delta at which the spent epsilon is reported
+    label_skew: float = 0.0  # > 0: Dirichlet(alpha) class split among a domain's clients
+    clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
     aggregation: str = "mean"  # how client weights combine: mean, median, trimmed-mean
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
@@ -79,13 +81,33 @@ def _check_ranges(config: RunConfig) -> None:
     for name in ("rounds", "local_epochs", "batch_size", "eval_batch_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be >= 1; got {getattr(config, name)}.")
-    for name in ("lr", "momentum", "weight_decay", "privacy_clip_norm", "trim_fraction"):
+    for name in (
+        "lr",
+        "momentum",
+        "weight_decay",
+        "privacy_clip_norm",
+        "trim_fraction",
+        "label_skew",
+    ):
         if not math.isfinite(getattr(config, name)):
             raise ConfigError(f"{name} must be a finite number; got {getattr(config, name)}.")
     if config.lr <= 0:
         raise ConfigError(f"lr must be > 0; got {config.lr}.")
     if config.momentum < 0 or config.weight_decay < 0 or config.threads < 0:
         raise ConfigError("momentum, weight_decay and threads must be >= 0.")
+    per_round = config.clients_per_round
+    if not (
+        math.isfinite(per_round) and per_round > 0 and (per_round <= 1 or per_round.is_integer())
+    ):
+        raise ConfigError(
+            "clients_per_round must be a fraction in (0, 1] or a whole number of clients; got "
+            f"{per_round}."
+        )
+    if config.label_skew < 0:
+        raise ConfigError(
+            f"label_skew must be >= 0 (0: no skew; the Dirichlet alpha, e.g. 0.5); got "
+            f"{config.label_skew}."
+        )
     if config.client_fraction is not None and not 0 < config.client_fraction <= 1:
         raise ConfigError(f"client_fraction must lie in (0, 1]; got {config.client_fraction}.")
     for domain, count in config.clients_per_domain.items():

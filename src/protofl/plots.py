@@ -188,3 +188,22 @@ def _draw_features(
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def client_classes(counts: Mapping[str, list[int]], path: Path, title: str) -> None:
+    """Stacked bars: every client's samples per class (what label skew did to each)."""
+    plt = _pyplot()
+    clients = list(counts)
+    table = np.array([counts[c] for c in clients])  # [clients, classes]
+    figure, axes = plt.subplots(figsize=(max(6.0, 0.5 * len(clients) + 2), 4.5))
+    bottom = np.zeros(len(clients))
+    for cls, colour in zip(range(table.shape[1]), _colours(plt, table.shape[1]), strict=True):
+        axes.bar(clients, table[:, cls], bottom=bottom, color=colour, label=f"class {cls}")
+        bottom += table[:, cls]
+    axes.set_ylabel("training samples")
+    axes.set_title(title)
+    axes.tick_params(axis="x", rotation=60)
+    axes.legend(fontsize=7, ncol=2, bbox_to_anchor=(1.01, 1), loc="upper left")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

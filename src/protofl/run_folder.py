@@ -73,7 +73,19 @@ class RunFolder:
         facts = {**resolved, "produced_by": provenance()}
         (path / "config.json").write_text(dumps(config, {"resolved": facts}) + "\n")
         logger.info("writing results to %s", path.resolve())
+        counts = resolved.get("client_class_counts")
+        if config.label_skew > 0 and counts:
+            folder.draw_clients(counts, config.label_skew)
         return folder
+
+    def draw_clients(self, counts: Mapping[str, list[int]], alpha: float) -> None:
+        """``clients.png``: each client's class histogram (optional: needs matplotlib)."""
+        try:
+            from protofl import plots
+
+            plots.client_classes(counts, self.path / "clients.png", f"label_skew = {alpha}")
+        except ConfigError as err:  # matplotlib missing: the counts are in config.json
+            logger.warning("no clients.png: %s", err)
 
     def record(self, record: RoundRecord) -> None:
         results.append_round(self.path, record)

@@ -4,6 +4,14 @@ Within a domain, clients draw without replacement, so no two clients share a sam
 Office-Caltech the reference additionally makes every client hold every class; here each
 client first takes one sample of every class from the remaining pool, then fills up at
 random (the reference reaches the same guarantee by swapping samples after the draw).
+
+Label skew (``label_skew = alpha > 0``) adds class imbalance inside each domain, composed
+with the domain split: the domain's clients take the same number of samples in all
+(k x their share, drawn at random), and each class's samples among them are split by
+proportions drawn from Dirichlet(alpha, ..., alpha) over the k clients (the partition of
+Hsu et al. 2019 that FL-bench, PFLlib and Flower Datasets offer). Small alpha: clients hold
+few classes; large alpha: close to the plain split. The every-class guarantee does not apply
+under skew; every client still gets at least two samples (BatchNorm needs two per batch).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ def draw_clients(
     seed: int,
     num_classes: int,
     ensure_all_classes: bool = False,
+    label_skew: float = 0.0,
 ) -> list[ClientPlan]:
     """Draw every domain's clients; domains in the order of ``train_labels``."""
     if not 0 < fraction <= 1:
@@ -49,14 +58,12 @@ def draw_clients(
         if count < 0:
             raise ConfigError(f"clients_per_domain[{domain!r}] must be >= 0; got {count}.")
         rng = numpy_generator(derive_seed(seed, "partition", domain))
-        shares = _draw_domain(
-            labels.numpy(),
-            count,
-            client_share(len(labels), fraction),
-            rng,
-            domain,
-            num_classes if ensure_all_classes else 0,
-        )
+        share = client_share(len(labels), fraction)
+        if label_skew > 0:
+            shares = _skewed_domain(labels.numpy(), count, share, label_skew, rng, domain)
+        else:
+            required = num_classes if ensure_all_classes else 0
+            shares = _draw_domain(labels.numpy(), count, share, rng, domain, required)
         plans.extend(ClientPlan(f"{domain}-{k}", domain, share) for k, share in enumerate(shares))
     if not plans:
         raise ConfigError("no clients: every domain has 0 clients in clients_per_domain.")
@@ -91,6 +98,40 @@ def _draw_domain(
         taken[rest] = True
         shares.append(np.sort(np.concatenate([chosen, rest])).astype(np.int64))
     return shares
+
+
+MIN_CLIENT_SAMPLES = 2  # BatchNorm in training mode needs two samples per batch
+SKEW_ATTEMPTS = 100
+
+
+def _skewed_domain(
+    labels: np.ndarray, count: int, share: int, alpha: float, rng: np.random.Generator, domain: str
+) -> list[np.ndarray]:
+    """``count`` clients from ``count * share`` random samples, each class split among them by
+    Dirichlet(alpha) proportions; redrawn while a client would get fewer than two samples."""
+    if count == 0:
+        return []
+    if count * share > len(labels):
+        raise ConfigError(
+            f"{domain}: {count} clients x {share} samples each need {count * share} samples, "
+            f"but the train split has {len(labels)}. Lower client_fraction or the client count."
+        )
+    pool = rng.permutation(len(labels))[: count * share]
+    for _ in range(SKEW_ATTEMPTS):
+        parts: list[list[np.ndarray]] = [[] for _ in range(count)]
+        for cls in np.unique(labels[pool]):
+            members = pool[labels[pool] == cls]
+            proportions = rng.dirichlet(np.full(count, alpha))
+            cuts = (np.cumsum(proportions)[:-1] * len(members)).astype(np.int64)
+            for client, piece in enumerate(np.split(members, cuts)):
+                parts[client].append(piece)
+        shares = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
+        if min(len(s) for s in shares) >= MIN_CLIENT_SAMPLES:
+            return shares
+    raise ConfigError(
+        f"{domain}: label_skew {alpha} left a client with fewer than {MIN_CLIENT_SAMPLES} "
+        f"samples in {SKEW_ATTEMPTS} draws. Raise label_skew (less skew) or client_fraction."
+    )
 
 
 def _cover_classes(

@@ -27,7 +27,7 @@ from protofl.engine.client import NO_PRIVACY, copy_state
 from protofl.engine.data import TestSet
 from protofl.engine.evaluate import evaluate_round
 from protofl.engine.precision import FP32, Precision
-from protofl.errors import PayloadError, TrainingError
+from protofl.errors import ConfigError, PayloadError, TrainingError
 from protofl.flower.codec import Expected, encode_server_message, screen_client_update
 from protofl.flower.settings import FlowerSettings
 from protofl.health import collapse_warning
@@ -76,6 +76,11 @@ class ProtoflStrategy:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        if setup.config.clients_per_round != 1.0:
+            raise ConfigError(
+                "clients_per_round runs in the simulator only so far: on Flower every "
+                "connected SuperNode trains each round. Remove the setting for Flower runs."
+            )
         self.setup = setup
         self.state: GlobalState = setup.algorithm.init_state(copy_state(setup.model))
         self.history: list[RoundRecord] = []

@@ -28,6 +28,7 @@ from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.privacy import PrototypePrivacy
 from protofl.records import Observer, RoundRecord
 from protofl.screening import report, screen_update
+from protofl.seeding import derive_seed, numpy_generator
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Simulation:
     precision: Precision = FP32
     privacy: PrototypePrivacy = field(default_factory=PrototypePrivacy)
     compile_backend: str = ""  # torch.compile backend for the local forward pass; "" off
+    clients_per_round: float = 1.0  # <= 1: fraction of the clients per round; > 1: count
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
 
@@ -73,6 +75,7 @@ class Simulation:
         precision: Precision = FP32,
         privacy: PrototypePrivacy | None = None,
         compile_backend: str = "",
+        clients_per_round: float = 1.0,
     ) -> Simulation:
         """A simulation at round 0, its global state taken from ``model``'s weights."""
         state = algorithm.init_state(copy_state(model))
@@ -87,6 +90,7 @@ class Simulation:
             precision,
             privacy or PrototypePrivacy(),
             compile_backend,
+            clients_per_round,
         )
 
     def run(
@@ -167,7 +171,9 @@ class Simulation:
         aggregation = self.algorithm.start_aggregation(self.state)
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
-        for index, client in enumerate(self.federation.clients):
+        clients = self.federation.clients
+        for index in sample_clients(len(clients), self.clients_per_round, self.seed, message.round):
+            client = clients[index]
             update = self._train_client(index, client, message)
             screened, reason = screen_update(
                 update, self.state.weights, self.federation.num_classes, self._feature_dim
@@ -201,3 +207,14 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         return update
+
+
+def sample_clients(count: int, per_round: float, seed: int, round_index: int) -> list[int]:
+    """The clients that train in ``round_index``: all of them, or a seeded sample without
+    replacement (``per_round`` <= 1 a fraction, > 1 a count), in federation order. The draw
+    depends only on (seed, round), so a resumed run samples exactly as an uninterrupted one."""
+    wanted = int(per_round) if per_round > 1 else max(1, round(per_round * count))
+    if wanted >= count:
+        return list(range(count))
+    rng = numpy_generator(derive_seed(seed, "client-sampling", round_index))
+    return sorted(int(i) for i in rng.choice(count, size=wanted, replace=False))
