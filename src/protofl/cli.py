@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run folders, or folders holding them")
     report.add_argument("--out", required=True, help="where table.md, results.json, plots go")
     report.add_argument("--no-plots", action="store_true", help="table and JSON only")
+    export = commands.add_parser("export", help="the trained model as safetensors + JSON")
+    export.add_argument("run_dir", help="a finished run folder")
+    export.add_argument("--out", required=True, help="folder for model.safetensors and model.json")
     commands.add_parser("list", help="show algorithms, benchmarks, models and presets")
     add_flower_commands(commands)
     return parser
@@ -86,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args, argv)
+        if args.command == "export":
+            from protofl.export import export_run
+
+            for path in export_run(Path(args.run_dir), Path(args.out)):
+                print(path)
+            return 0
         if args.command == "compare":
             resume_hint.append("run the same protofl compare command again")
             return _compare(args, console, argv)

@@ -15,7 +15,7 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_python_example_runs_and_learns(capsys: pytest.CaptureFixture[str]) -> None:
-    (example,) = python_blocks()
+    (example,) = [block for block in python_blocks() if "train_federated" in block]
     namespace: dict[str, object] = {}
     exec(compile(example, "README.md", "exec"), namespace)
     result = namespace["result"]
@@ -31,3 +31,20 @@ def test_quickstart_commands_exist() -> None:
     root = README.parent
     assert (root / "scripts" / "setup").is_file() and (root / "scripts" / "test").is_file()
     assert "scripts/test" in (root / ".ci" / "run").read_text()
+
+
+@pytest.mark.slow
+def test_readme_export_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from protofl import RunConfig
+    from protofl.api import run
+    from protofl.cli import main
+
+    one_each = {"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1}
+    config = RunConfig(rounds=1, local_epochs=1, clients_per_domain=one_each, out="run")
+    monkeypatch.chdir(tmp_path)
+    run(config.__class__(**{**config.to_dict(), "client_fraction": 0.1}))
+    assert main(["export", "run", "--out", "exported"]) == 0
+    (example,) = [block for block in python_blocks() if "load_exported" in block]
+    namespace: dict[str, object] = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert tuple(namespace["logits"].shape) == (8, 10)  # type: ignore[attr-defined]
