@@ -113,7 +113,7 @@ def resume(
         saved = dataclasses.replace(saved, threads=int(changes["threads"]))
     simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
-    if simulation.state.round >= saved.rounds:
+    if simulation.state.round >= saved.rounds and (folder / "summary.json").is_file():
         raise ConfigError(
             f"{str(folder)!r} already finished all {saved.rounds} rounds; there is nothing to "
             "resume, and its results are left as they are."

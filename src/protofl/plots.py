@@ -43,6 +43,11 @@ def accuracy_per_round(table: Mapping[str, Any], path: Path, meta: Mapping[str, 
         axes.plot(rounds, curves.mean(axis=0), style, label=algorithm, color=colour, lw=1.6)
         axes.fill_between(rounds, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.12)
     axes.xaxis.get_major_locator().set_params(integer=True)
+    # at least a 20-point window, so a wiggle of half a point does not look like a gap
+    low, high = axes.get_ylim()
+    if high - low < 20:
+        centre = (high + low) / 2
+        axes.set_ylim(max(0.0, centre - 10), min(100.0, max(0.0, centre - 10) + 20))
     axes.set_xlabel("round")
     axes.set_ylabel("mean accuracy over domains (%)")
     axes.set_title(f"{meta['benchmark']}: accuracy per round (mean over seeds)")
@@ -65,7 +70,7 @@ def per_domain(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) ->
     for index, algorithm in enumerate(algorithms):
         row = table["rows"][algorithm]
         means = [row[c]["mean"] for c in columns]
-        spreads = [row[c]["std"] for c in columns]
+        spreads = [row[c]["std"] if row[c]["n"] > 1 else 0.0 for c in columns]
         offset = (index - (len(algorithms) - 1) / 2) * width
         axes.bar(
             positions + offset,
@@ -78,12 +83,21 @@ def per_domain(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) ->
         )
     axes.set_xticks(positions, columns)
     axes.set_ylabel("accuracy (%)")
-    axes.set_title(f"{meta['benchmark']}: per-domain accuracy (last 5 rounds, mean ± std)")
+    axes.set_title(f"{meta['benchmark']}: per-domain accuracy\n({_window(table)})", fontsize=10)
     axes.grid(axis="y", alpha=0.3)
     axes.legend(fontsize=8, ncol=3)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def _window(table: Mapping[str, Any]) -> str:
+    """What each bar averages, as it was for these runs (a 2-round, 1-seed run says so)."""
+    rounds = min(len(c) for row in table["rows"].values() for c in row["curves"].values())
+    seeds = max(len(row["curves"]) for row in table["rows"].values())
+    over_rounds = "last round" if rounds == 1 else f"mean of the last {min(5, rounds)} rounds"
+    spread = "one seed" if seeds == 1 else f"mean ± std over {seeds} seeds"
+    return f"{over_rounds}, {spread}"
 
 
 def feature_space(run_dir: Path, path: Path, per_domain_points: int = 150) -> None:
@@ -157,10 +171,11 @@ def _draw_features(
             alpha=0.55,
             c=[colours(int(c) % 10) for c in labels[mask]],
             marker=markers[index % len(markers)],
-            label=f"test features: {name}",
         )
+        # the legend's key for a domain is its marker, in grey: colour means class
+        axes.scatter([], [], s=20, c="grey", marker=markers[index % len(markers)], label=name)
     cluster_points = embedded[count : count + clusters]
-    axes.scatter(
+    cluster_artist = axes.scatter(
         cluster_points[:, 0],
         cluster_points[:, 1],
         s=140,
@@ -180,11 +195,15 @@ def _draw_features(
         c=[colours(int(c) % 10) for c in present],
         edgecolors="black",
         label="unbiased prototypes",
+        zorder=2,
     )
+    cluster_artist.set_zorder(3)  # cluster prototypes above the stars, not hidden
+    for cls in sorted({int(c) for c in labels}):  # colour -> class key
+        axes.scatter([], [], s=30, c=[colours(cls % 10)], marker="s", label=f"class {cls}")
     axes.set_title(f"{benchmark}: FPL's feature space (t-SNE; colour = class)")
     axes.set_xticks([])
     axes.set_yticks([])
-    axes.legend(fontsize=7, loc="best", markerscale=0.8)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), markerscale=0.8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
