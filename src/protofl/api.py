@@ -75,11 +75,16 @@ def execute(
     elif write:
         folder = RunFolder.create(config, resolved, overwrite)
     started_round, started = simulation.state.round, time.perf_counter()
+    federation = simulation.federation
+    domains = [t.domain for t in federation.test_sets]
+    board = folder.tensorboard(config, federation.num_classes, domains) if folder else None
 
     def after_round(sim: Simulation) -> None:
         if folder is not None:
             folder.record(sim.history[-1])
             save_checkpoint(folder.path, sim)
+        if board is not None:
+            board.write_round(sim.history[-1], sim.state)
 
     try:
         history = simulation.run(config.rounds, observer, after_round)
@@ -88,6 +93,8 @@ def execute(
         if folder is not None:
             folder.finish(summary)
     finally:
+        if board is not None:
+            board.close()
         if folder is not None:
             folder.close()
     out_dir = folder.path if folder is not None else None

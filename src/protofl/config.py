@@ -61,6 +61,7 @@ class RunConfig:
     privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm
     privacy_delta: float = 1e-5  # the delta at which the spent epsilon is reported
     label_skew: float = 0.0  # > 0: Dirichlet(alpha) class split among a domain's clients
+    tensorboard: bool = False  # event files (scalars, prototype projector) in the run folder
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
     aggregation: str = "mean"  # how client weights combine: mean, median, trimmed-mean
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end

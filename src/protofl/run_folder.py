@@ -11,12 +11,16 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from protofl import __version__, results
 from protofl.config import RunConfig, dumps
 from protofl.errors import ConfigError
+from protofl.payloads import domain_id
 from protofl.records import RoundRecord
+
+if TYPE_CHECKING:
+    from protofl.tracking import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +90,16 @@ class RunFolder:
             plots.client_classes(counts, self.path / "clients.png", f"label_skew = {alpha}")
         except ConfigError as err:  # matplotlib missing: the counts are in config.json
             logger.warning("no clients.png: %s", err)
+
+    def tensorboard(
+        self, config: RunConfig, num_classes: int, domains: Sequence[str]
+    ) -> TensorBoardLog | None:
+        """The run's TensorBoard log when ``config.tensorboard`` is on."""
+        if not config.tensorboard:
+            return None
+        from protofl.tracking import TensorBoardLog
+
+        return TensorBoardLog(self.path, num_classes, {domain_id(d): d for d in domains})
 
     def record(self, record: RoundRecord) -> None:
         results.append_round(self.path, record)

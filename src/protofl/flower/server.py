@@ -72,10 +72,14 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
         folder = RunFolder.create(setup.config, resolved, kind="flower")
     strategy = ProtoflStrategy(setup)
     started = time.perf_counter()
+    domains = [t.domain for t in setup.test_sets]
+    board = folder.tensorboard(setup.config, setup.num_classes, domains) if folder else None
 
     def after_round(record: RoundRecord) -> None:
         if folder is not None:
             folder.record(record)
+        if board is not None:
+            board.write_round(record, strategy.state)
 
     try:
         history = strategy.run(grid, after_round)
@@ -83,6 +87,8 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
         if folder is not None:
             folder.finish(summary)
     finally:
+        if board is not None:
+            board.close()
         if folder is not None:
             folder.close()
     return FlowerResult(history, summary, strategy, folder.path if folder else None)

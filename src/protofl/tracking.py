@@ -1,0 +1,96 @@
+"""TensorBoard for a run (``pip install 'protofl[tensorboard]'``, ``--set tensorboard=true``):
+event files in ``<run folder>/tensorboard/``, written after every round by the simulator and
+the Flower server alike.
+
+Scalars per round: the mean and per-domain accuracy (and the personalised ones, for
+algorithms with local layers), every loss term and the train accuracy, each client's
+metrics, the round's training and evaluation seconds and the privacy spent. The projector
+gets the prototypes the server broadcast that round, with class, kind, domain and round as
+metadata: FPL's cluster prototypes and the unbiased prototype of each class (their mean),
+FedProto's and FedProc's global prototypes, FedPLVM's global clusters, FedDAP's per-domain
+prototypes. Watching FPL's clusters per class shrink to one in late rounds is what FINCH's
+collapse looks like. The clients' own local prototypes never reach the server's state, so
+they are not shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protofl.errors import ConfigError
+from protofl.payloads import GlobalState, Prototypes
+from protofl.prototypes import class_means
+from protofl.records import RoundRecord
+
+FOLDER = "tensorboard"
+
+
+class TensorBoardLog:
+    """Writes one run's scalars and prototype embeddings."""
+
+    def __init__(self, run_dir: Path, num_classes: int, domains: dict[int, str] | None = None):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ConfigError(
+                "tensorboard=true needs TensorBoard: pip install 'protofl[tensorboard]'."
+            ) from err
+        self.writer: Any = SummaryWriter(log_dir=str(run_dir / FOLDER))
+        self.num_classes = num_classes
+        self.domains = domains or {}  # domain id -> name, for domain-tagged prototypes
+
+    def write_round(self, record: RoundRecord, state: GlobalState) -> None:
+        step = record.round
+        scalars = {"accuracy/mean": record.mean_accuracy}
+        scalars.update({f"accuracy/{d}": v for d, v in record.per_domain_accuracy.items()})
+        if record.personal_accuracy is not None and record.personal_mean_accuracy is not None:
+            scalars["personal_accuracy/mean"] = record.personal_mean_accuracy
+            scalars.update(
+                {f"personal_accuracy/{d}": v for d, v in record.personal_accuracy.items()}
+            )
+        scalars.update({f"train/{k}": v for k, v in record.train.items()})
+        for client, metrics in record.clients.items():
+            scalars.update({f"clients/{client}/{k}": v for k, v in metrics.items()})
+        scalars["time/train_seconds"] = record.train_seconds
+        scalars["time/eval_seconds"] = record.eval_seconds
+        scalars["prototypes/count"] = float(record.num_prototypes)
+        if record.privacy_epsilon is not None:
+            scalars["privacy/epsilon"] = record.privacy_epsilon
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, step)
+        if state.prototypes is not None and len(state.prototypes):
+            self._embed(state.prototypes, step)
+        self.writer.flush()
+
+    def _embed(self, prototypes: Prototypes, step: int) -> None:
+        cpu = prototypes.to("cpu")
+        rows = [cpu.vectors]
+        metadata = [
+            [str(int(c)), "broadcast", self._domain(cpu, i), str(step)]
+            for i, c in enumerate(cpu.labels)
+        ]
+        if cpu.domains is None and int(cpu.labels.unique().numel()) < len(cpu):
+            # several prototypes per class (FPL's clusters): their mean, FPL's unbiased one
+            means, has = class_means(cpu, self.num_classes)
+            classes = torch.nonzero(has).flatten()
+            rows.append(means[classes])
+            metadata += [[str(int(c)), "unbiased (class mean)", "-", str(step)] for c in classes]
+        self.writer.add_embedding(
+            torch.cat(rows),
+            metadata=metadata,
+            metadata_header=["class", "kind", "domain", "round"],
+            global_step=step,
+            tag="prototypes",
+        )
+
+    def _domain(self, prototypes: Prototypes, index: int) -> str:
+        if prototypes.domains is None:
+            return "-"
+        tag = int(prototypes.domains[index])
+        return self.domains.get(tag, str(tag))
+
+    def close(self) -> None:
+        self.writer.close()
