@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import pickle
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +30,34 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
 
+@dataclass(eq=False)
+class Snapshot:
+    """What a checkpoint holds: the server's state, the rounds so far, the clients' private
+    states (in the simulator; on Flower they stay on the nodes) and torch's RNG."""
+
+    state: GlobalState
+    history: list[RoundRecord]
+    client_states: dict[str, StateDict] = field(default_factory=dict)
+
+
 def save_checkpoint(out_dir: Path, simulation: Simulation) -> Path:
     """Write ``out_dir/checkpoint.pt`` atomically; the previous one survives a crash."""
-    state = simulation.state
+    snapshot = Snapshot(simulation.state, simulation.history, simulation.client_states)
+    return save_snapshot(out_dir, snapshot)
+
+
+def save_snapshot(out_dir: Path, snapshot: Snapshot) -> Path:
+    """Write a checkpoint atomically: a temporary file, fsync, then a rename."""
+    state = snapshot.state
     payload: dict[str, Any] = {
         "format": FORMAT,
         "round": state.round,
         "weights": state.weights,
         "tensors": state.tensors,
         "prototypes": _prototypes_dict(state.prototypes),
-        "client_states": simulation.client_states,
+        "client_states": snapshot.client_states,
         "torch_rng": torch.get_rng_state(),
-        "history": json.dumps([dataclasses.asdict(r) for r in simulation.history]),
+        "history": json.dumps([dataclasses.asdict(r) for r in snapshot.history]),
     }
     path = out_dir / CHECKPOINT
     temporary = path.with_name(path.name + ".tmp")
@@ -53,6 +70,17 @@ def save_checkpoint(out_dir: Path, simulation: Simulation) -> Path:
 
 def load_checkpoint(out_dir: Path, simulation: Simulation) -> int:
     """Restore ``simulation`` from ``out_dir/checkpoint.pt``; return the round it reached."""
+    device = next(simulation.model.parameters()).device
+    snapshot = load_snapshot(out_dir, simulation.model.state_dict(), device)
+    simulation.state, simulation.history = snapshot.state, snapshot.history
+    simulation.client_states = snapshot.client_states
+    simulation.model.load_state_dict(snapshot.state.weights)
+    return simulation.state.round
+
+
+def load_snapshot(out_dir: Path, expected: StateDict, device: torch.device) -> Snapshot:
+    """Read ``out_dir/checkpoint.pt`` (tensors only, never code), check that its weights fit
+    ``expected``, restore torch's RNG state and return what it holds."""
     path = out_dir / CHECKPOINT
     if not path.is_file():
         raise DataError(
@@ -60,25 +88,22 @@ def load_checkpoint(out_dir: Path, simulation: Simulation) -> int:
             "its first complete round."
         )
     payload = _read(path)
-    device = next(simulation.model.parameters()).device
     weights = _tensors(payload, "weights", path, device)
-    expected = simulation.model.state_dict()
     if weights.keys() != expected.keys():
         raise DataError(f"{path}: the saved weights do not fit this run's model.")
-    simulation.state = GlobalState(
+    state = GlobalState(
         round=int(payload["round"]),
         weights=weights,
         prototypes=_prototypes(payload.get("prototypes") or {}, device),
         tensors=_tensors(payload, "tensors", path, device),
     )
-    simulation.client_states = {
-        str(cid): {k: v.to(device) for k, v in state.items()}
-        for cid, state in dict(payload["client_states"]).items()
+    client_states = {
+        str(cid): {k: v.to(device) for k, v in client.items()}
+        for cid, client in dict(payload["client_states"]).items()
     }
-    simulation.history = [RoundRecord(**r) for r in json.loads(payload["history"])]
-    simulation.model.load_state_dict(weights)
+    history = [RoundRecord(**r) for r in json.loads(payload["history"])]
     torch.set_rng_state(payload["torch_rng"])
-    return simulation.state.round
+    return Snapshot(state, history, client_states)
 
 
 def _read(path: Path) -> dict[str, Any]:

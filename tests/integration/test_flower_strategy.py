@@ -8,6 +8,7 @@ numbers through Flower's records as in the simulator; run-config round trips.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -434,3 +435,47 @@ def test_written_app_is_a_valid_flower_app_and_overridable(tmp_path: Path) -> No
     assert loaded.out == str(Path("relative/out").resolve())  # apps run in other folders
     with pytest.raises(ConfigError, match="exists"):
         write_app(tmp_path / "app", config)
+
+
+class CrashingGrid(InProcessGrid):
+    """The SuperLink going away in the middle of round ``crash_round``."""
+
+    def __init__(self, *args: Any, crash_round: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.crash_round, self.calls = crash_round, 0
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        self.calls += 1
+        if self.calls == self.crash_round:
+            raise ConnectionError("SuperLink unreachable")
+        return super().send_and_receive(messages, timeout=timeout)
+
+
+def test_a_crashed_server_resumes_from_its_checkpoint_with_the_same_metrics(
+    tmp_path: Path,
+) -> None:
+    config = dataclasses.replace(golden_config("fpl"), rounds=4)
+    clients, _ = tiny_clients()
+    setups = {index: tiny_client(index, config) for index in range(len(clients))}
+    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
+    nodes = [907, 31, 555, 2]
+
+    whole_config = dataclasses.replace(config, out=str(tmp_path / "whole"))
+    whole = run_server(InProcessGrid(app, {}, node_ids=nodes), tiny_server(whole_config))
+
+    cut_config = dataclasses.replace(config, out=str(tmp_path / "cut"))
+    with pytest.raises(ConnectionError):
+        run_server(CrashingGrid(app, {}, node_ids=nodes, crash_round=3), tiny_server(cut_config))
+    with pytest.raises(ConfigError, match=r"flower\.resume=true"):
+        run_server(InProcessGrid(app, {}, node_ids=nodes), tiny_server(cut_config))
+    resumed = run_server(
+        InProcessGrid(app, {}, node_ids=nodes),
+        tiny_server(cut_config, FlowerSettings(resume=True)),
+    )
+    assert [r.round for r in resumed.history] == [1, 2, 3, 4]
+    for got, want in zip(resumed.history, whole.history, strict=True):
+        assert_close(flat(without_timing(got)), flat(without_timing(want)))
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4]

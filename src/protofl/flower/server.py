@@ -20,10 +20,13 @@ from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
 from protofl import results
+from protofl.api import check_same_settings, saved_config
 from protofl.builders import algorithm_for, prepare, privacy_of, resolve_device, run_facts
+from protofl.checkpoint import Snapshot, load_snapshot, save_snapshot
 from protofl.config import RunConfig
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
+from protofl.errors import ConfigError
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
 from protofl.records import RoundRecord
@@ -66,11 +69,8 @@ def server_app(
 
 def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResult:
     """Run every round over ``grid``; with ``write``, save results as ``protofl run`` does."""
-    folder = None
-    if write:
-        resolved = {**setup.resolved, "flower": _settings_dict(setup.settings)}
-        folder = RunFolder.create(setup.config, resolved, kind="flower")
     strategy = ProtoflStrategy(setup)
+    folder = _open_folder(setup, strategy) if write else None
     started = time.perf_counter()
     domains = [t.domain for t in setup.test_sets]
     board = folder.tensorboard(setup.config, setup.num_classes, domains) if folder else None
@@ -78,6 +78,7 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
     def after_round(record: RoundRecord) -> None:
         if folder is not None:
             folder.record(record)
+            save_snapshot(folder.path, Snapshot(strategy.state, strategy.history))
         if board is not None:
             board.write_round(record, strategy.state)
 
@@ -92,6 +93,33 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
         if folder is not None:
             folder.close()
     return FlowerResult(history, summary, strategy, folder.path if folder else None)
+
+
+def _open_folder(setup: ServerSetup, strategy: ProtoflStrategy) -> RunFolder:
+    """A new run folder, or with ``flower.resume`` the saved run, its checkpoint loaded into
+    ``strategy`` (the server's state and rounds; the clients' own state is on the nodes)."""
+    config, out = setup.config, Path(setup.config.out) if setup.config.out else None
+    if not setup.settings.resume:
+        if out is not None and (out / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"{str(out)!r} already holds a run. Continue it by submitting again with "
+                "--run-config 'flower.resume=true', or give the run another out."
+            )
+        resolved = {**setup.resolved, "flower": _settings_dict(setup.settings)}
+        return RunFolder.create(config, resolved, kind="flower")
+    if out is None:
+        raise ConfigError("flower.resume=true needs out: the folder of the run to continue.")
+    folder = RunFolder(out)  # locked: one server per run folder
+    check_same_settings(out, saved_config(out), config)
+    device = next(setup.model.parameters()).device
+    snapshot = load_snapshot(out, setup.model.state_dict(), device)
+    if snapshot.state.round >= config.rounds:
+        folder.close()
+        raise ConfigError(f"{str(out)!r} already finished all {config.rounds} rounds.")
+    strategy.state, strategy.history = snapshot.state, snapshot.history
+    folder.rewrite(snapshot.history)
+    logger.info("resuming %s after round %d", out, snapshot.state.round)
+    return folder
 
 
 def benchmark_server(context: Context) -> ServerSetup:

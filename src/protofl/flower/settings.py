@@ -37,6 +37,7 @@ class FlowerSettings:
     num_nodes: int = 0  # SuperNodes to wait for before round 1; 0: one per federation client
     node_timeout: float = 120.0  # seconds to wait for them (then go on with >= min_clients)
     round_timeout: float = 600.0  # seconds to wait for a round's replies (then drop the rest)
+    resume: bool = False  # continue the run in ``out`` from its last checkpoint
 
     def __post_init__(self) -> None:
         if self.min_clients < 1 or self.num_nodes < 0:
@@ -145,6 +146,11 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(unknown_name_message("flower setting", key, list(known)))
+        if known[key].type in (bool, "bool"):
+            if not isinstance(value, bool):
+                raise ConfigError(f"flower.{key}: expected true or false; got {value!r}.")
+            kwargs[key] = value
+            continue
         kind = int if known[key].type in (int, "int") else float
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok or (kind is int and not isinstance(value, int)):
