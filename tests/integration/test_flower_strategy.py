@@ -479,3 +479,21 @@ def test_a_crashed_server_resumes_from_its_checkpoint_with_the_same_metrics(
         assert_close(flat(without_timing(got)), flat(without_timing(want)))
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_client_sampling_draws_the_same_clients_and_numbers_as_the_simulator() -> None:
+    config = dataclasses.replace(golden_config("fpl"), clients_per_round=0.5)
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
+    setups = {index: tiny_client(index, config) for index in range(len(clients))}
+    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
+    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    server = tiny_server(config)
+    server = dataclasses.replace(server, num_clients=len(clients))
+    flower = run_server(grid, server, write=False)
+    for got, want in zip(flower.history, simulated.history, strict=True):
+        assert set(got.clients) == set(want.clients) and len(got.clients) == 2
+        assert not got.rejected  # undrawn clients answered "skipped", nobody is missing
+        assert_close(flat(without_timing(got)), flat(without_timing(want)))
+    assert len({frozenset(r.clients) for r in flower.history}) > 1

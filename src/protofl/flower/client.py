@@ -41,6 +41,8 @@ from protofl.flower.codec import (
     decode_server_message,
     encode_client_update,
     load_client_state,
+    sampled_clients,
+    skipped_reply,
     store_client_state,
 )
 from protofl.flower.settings import settings_from_run_config
@@ -87,6 +89,9 @@ def client_app(loader: ClientLoader | None = None) -> ClientApp:
 
 def train_round(setup: ClientSetup, content: RecordDict, state: RecordDict) -> RecordDict:
     """One round on this node: server message in, update out; ``state`` keeps client state."""
+    drawn = sampled_clients(content)
+    if drawn is not None and setup.client_index not in drawn:
+        return skipped_reply(setup.client_index)
     device = next(setup.model.parameters()).device
     expected = Expected.like(setup.model.state_dict(), setup.num_classes, setup.feature_dim)
     message = decode_server_message(content, expected)

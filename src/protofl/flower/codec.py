@@ -64,10 +64,13 @@ class Expected:
         return Expected(layout, num_classes, feature_dim, where)
 
 
-def encode_server_message(message: ServerMessage) -> RecordDict:
-    """A fresh RecordDict for one node (records are never shared between messages)."""
+def encode_server_message(message: ServerMessage, sampled: list[int] | None = None) -> RecordDict:
+    """A fresh RecordDict for one node (records are never shared between messages);
+    ``sampled``: the client indices that train this round, when not all do."""
     content = RecordDict({WEIGHTS: encode_tensors(message.weights)})
     meta = ConfigRecord({"round": message.round})
+    if sampled is not None:
+        meta["sampled"] = list(sampled)
     _put_prototypes(content, meta, message.prototypes)
     content[META] = meta
     return content
@@ -82,6 +85,30 @@ def decode_server_message(content: RecordDict, expected: Expected) -> ServerMess
         weights=_weights(content, expected, "server message"),
         prototypes=_prototypes(content, meta, expected, "server message"),
     )
+
+
+def sampled_clients(content: RecordDict) -> list[int] | None:
+    """The round's drawn client indices from a server message (None: every client)."""
+    meta = content.config_records.get(META)
+    if meta is None or "sampled" not in meta:
+        return None
+    drawn = meta["sampled"]
+    values = drawn if isinstance(drawn, list) else [drawn]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise PayloadError(
+            f"server message: meta['sampled'] must list client indices; got {drawn!r}."
+        )
+    return [int(v) for v in values]
+
+
+def skipped_reply(client_index: int) -> RecordDict:
+    """A node's answer when its client was not drawn this round: no training, no update."""
+    return RecordDict({META: ConfigRecord({"skipped": True, "client_index": client_index})})
+
+
+def is_skipped(content: RecordDict) -> bool:
+    meta = content.config_records.get(META)
+    return meta is not None and meta.get("skipped") is True
 
 
 def encode_client_update(update: ClientUpdate, client_index: int) -> RecordDict:

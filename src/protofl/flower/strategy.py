@@ -28,9 +28,15 @@ from protofl.engine.data import TestSet
 from protofl.engine.evaluate import evaluate_round
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import ConfigError, PayloadError, TrainingError
-from protofl.flower.codec import Expected, encode_server_message, screen_client_update
+from protofl.flower.codec import (
+    Expected,
+    encode_server_message,
+    is_skipped,
+    screen_client_update,
+)
 from protofl.flower.settings import FlowerSettings
 from protofl.health import collapse_warning
+from protofl.participation import sample_clients
 from protofl.payloads import ClientUpdate, GlobalState
 from protofl.privacy import PrototypePrivacy
 from protofl.records import RoundRecord
@@ -76,10 +82,10 @@ class ProtoflStrategy:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if setup.config.clients_per_round != 1.0:
+        if setup.config.clients_per_round != 1.0 and setup.num_clients is None:
             raise ConfigError(
-                "clients_per_round runs in the simulator only so far: on Flower every "
-                "connected SuperNode trains each round. Remove the setting for Flower runs."
+                "clients_per_round needs the federation's size on the server (num_clients), "
+                "to draw the round's clients as the simulator does."
             )
         self.setup = setup
         self.state: GlobalState = setup.algorithm.init_state(copy_state(setup.model))
@@ -126,12 +132,25 @@ class ProtoflStrategy:
         """One message per connected node, each with its own freshly encoded content."""
         message = self.setup.algorithm.message(self.state)
         ttl = self.setup.settings.round_timeout
+        sampled = self.sampled(message.round)
         return [
             Message(
-                encode_server_message(message), node, TRAIN, ttl=ttl, group_id=str(message.round)
+                encode_server_message(message, sampled),
+                node,
+                TRAIN,
+                ttl=ttl,
+                group_id=str(message.round),
             )
             for node in sorted(grid.get_node_ids())
         ]
+
+    def sampled(self, round_index: int) -> list[int] | None:
+        """The client indices that train this round (None: all); every node gets the list
+        and a node whose client is not on it answers at once without training."""
+        config, count = self.setup.config, self.setup.num_clients
+        if config.clients_per_round == 1.0 or count is None:
+            return None
+        return sample_clients(count, config.clients_per_round, config.seed, round_index)
 
     def aggregate_train(
         self, round_index: int, sent: Sequence[Message], replies: Iterable[Message]
@@ -208,6 +227,8 @@ class ProtoflStrategy:
         for reply in replies:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
+            if not reply.has_error() and is_skipped(reply.content):
+                continue  # its client was not drawn this round: nothing to aggregate
             decoded = self._decode(node, reply, expected)
             if isinstance(decoded, str):
                 rejected[f"node {node}"] = decoded

@@ -24,11 +24,11 @@ from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.health import collapse_warning
 from protofl.models.base import check_feature_model
+from protofl.participation import sample_clients
 from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.privacy import PrototypePrivacy
 from protofl.records import Observer, RoundRecord
 from protofl.screening import report, screen_update
-from protofl.seeding import derive_seed, numpy_generator
 
 logger = logging.getLogger(__name__)
 
@@ -207,14 +207,3 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         return update
-
-
-def sample_clients(count: int, per_round: float, seed: int, round_index: int) -> list[int]:
-    """The clients that train in ``round_index``: all of them, or a seeded sample without
-    replacement (``per_round`` <= 1 a fraction, > 1 a count), in federation order. The draw
-    depends only on (seed, round), so a resumed run samples exactly as an uninterrupted one."""
-    wanted = int(per_round) if per_round > 1 else max(1, round(per_round * count))
-    if wanted >= count:
-        return list(range(count))
-    rng = numpy_generator(derive_seed(seed, "client-sampling", round_index))
-    return sorted(int(i) for i in rng.choice(count, size=wanted, replace=False))
