@@ -19,7 +19,7 @@ from protofl.config import (
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation
 from protofl.data.partition import check_allocation, draw_clients
-from protofl.engine.data import Federation
+from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError, DataError
@@ -54,7 +54,7 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
             kind = f"domain of {spec.name}"
             raise ConfigError(unknown_name_message(kind, name, list(spec.domains)))
     check_allocation(spec.domains, config.clients_per_domain)
-    allocation = {d: config.clients_per_domain.get(d, spec.clients_per_domain[d]) for d in domains}
+    allocation = _allocation(config, spec)
     fraction = config.client_fraction or spec.client_fraction
     options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
     loaded = [spec.loader(name, options) for name in domains]
@@ -84,6 +84,58 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
     }
     return spec, federation, resolved
+
+
+def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
+    """Only the benchmark's test splits (a server's view: no client's training data), one
+    domain at a time so that only one domain's raw arrays are held while converting."""
+    spec = BENCHMARKS.get(config.benchmark)
+    allocation = _allocation(config, spec)
+    options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
+    tests: list[TestSet] = []
+    for name in allocation:
+        if name not in spec.domains:
+            raise ConfigError(
+                unknown_name_message(f"domain of {spec.name}", name, list(spec.domains))
+            )
+        domain = spec.loader(name, options)
+        part = build_federation([domain], [], spec.num_classes, spec.image_size, False, spec.flip)
+        tests += part.test_sets
+        del domain  # its training arrays go now, before the next domain loads
+    resolved = {
+        "domains": list(allocation),
+        "clients_per_domain": allocation,
+        "client_fraction": config.client_fraction or spec.client_fraction,
+        "test_sizes": {t.domain: len(t.data) for t in tests},
+    }
+    return spec, Federation((), tuple(tests), spec.num_classes), resolved
+
+
+def federation_size(config: RunConfig) -> int:
+    """How many clients the benchmark federation has under ``config``."""
+    return sum(_allocation(config, BENCHMARKS.get(config.benchmark)).values())
+
+
+def locate_client(config: RunConfig, client_index: int) -> tuple[str, int]:
+    """Federation client ``client_index`` as (its domain, its index among that domain's
+    clients), from the allocation alone (clients are ordered domain by domain), so a node
+    can load just its domain's file."""
+    spec = BENCHMARKS.get(config.benchmark)
+    allocation = _allocation(config, spec)
+    first = 0
+    for domain, count in allocation.items():
+        if client_index < first + count:
+            return domain, client_index - first
+        first += count
+    raise ConfigError(
+        f"client index {client_index} is outside the federation's 0..{first - 1} "
+        f"({', '.join(f'{d}: {n}' for d, n in allocation.items())})."
+    )
+
+
+def _allocation(config: RunConfig, spec: BenchmarkSpec) -> dict[str, int]:
+    domains = config.domains or spec.domains
+    return {d: config.clients_per_domain.get(d, spec.clients_per_domain[d]) for d in domains}
 
 
 def prepare(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:

@@ -497,3 +497,33 @@ def test_client_sampling_draws_the_same_clients_and_numbers_as_the_simulator() -
         assert not got.rejected  # undrawn clients answered "skipped", nobody is missing
         assert_close(flat(without_timing(got)), flat(without_timing(want)))
     assert len({frozenset(r.clients) for r in flower.history}) > 1
+
+
+def test_each_node_loads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client reads its own domain's file; the server reads every domain but keeps only
+    the test splits (and builds no client)."""
+    from protofl.data import benchmarks
+    from protofl.flower.client import client_from_config
+    from protofl.flower.server import server_from_config
+
+    spec = benchmarks.BENCHMARKS.get("embedded")
+    loaded: list[str] = []
+    original = spec.loader
+
+    def recording(name: str, options: Any) -> Any:
+        loaded.append(name)
+        return original(name, options)
+
+    monkeypatch.setitem(
+        benchmarks.BENCHMARKS._entries, "embedded", dataclasses.replace(spec, loader=recording)
+    )
+    config = RunConfig(rounds=1, local_epochs=1, client_fraction=0.1, seed=4)
+    setup = client_from_config(config, 5)  # two clients per domain: the third domain's second
+    assert loaded == ["strokes"] and setup.data.client_id == "strokes-1"
+    reference, _ = prepare(config)
+    assert torch.equal(setup.data.indices, reference.federation.clients[5].indices)
+    loaded.clear()
+    server = server_from_config(config)
+    assert loaded == list(spec.domains) and server.num_clients == 8
+    for got, want in zip(server.test_sets, reference.federation.test_sets, strict=True):
+        assert torch.equal(got.data.inputs, want.data.inputs)

@@ -28,7 +28,14 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from protofl.algorithms import Algorithm
-from protofl.builders import algorithm_for, local_settings, prepare, privacy_of, resolve_device
+from protofl.builders import (
+    algorithm_for,
+    local_settings,
+    locate_client,
+    prepare,
+    privacy_of,
+    resolve_device,
+)
 from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.client import NO_PRIVACY, run_client_round
@@ -129,18 +136,18 @@ def benchmark_client(context: Context) -> ClientSetup:
 
 
 def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
-    """Client ``client_index`` of ``config``'s federation, built as ``protofl run`` builds it."""
-    simulation, resolved = _prepared(config)
-    clients = simulation.federation.clients
-    if client_index >= len(clients):
-        raise ConfigError(
-            f"node config {PARTITION_ID}={client_index}, but the federation has {len(clients)} "
-            f"clients ({', '.join(c.client_id for c in clients)}). Fix: use 0..{len(clients) - 1}."
-        )
+    """Client ``client_index`` of ``config``'s federation, built as ``protofl run`` builds it
+    but from its own domain's file only: each domain's clients are drawn from that domain's
+    seed alone, so the node's samples are exactly the simulator's."""
+    try:
+        domain, local_index = locate_client(config, client_index)
+    except ConfigError as err:
+        raise ConfigError(f"node config {PARTITION_ID}={client_index}: {err}") from None
+    simulation, resolved = _prepared(dataclasses.replace(config, domains=(domain,)))
     return ClientSetup(
         algorithm=simulation.algorithm,
         model=simulation.model,
-        data=clients[client_index],
+        data=simulation.federation.clients[local_index],
         client_index=client_index,
         local=simulation.local,
         seed=config.seed,

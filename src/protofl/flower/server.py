@@ -21,7 +21,14 @@ from torch import nn
 
 from protofl import results
 from protofl.api import check_same_settings, saved_config
-from protofl.builders import algorithm_for, prepare, privacy_of, resolve_device, run_facts
+from protofl.builders import (
+    algorithm_for,
+    federation_size,
+    load_test_sets,
+    privacy_of,
+    resolve_device,
+    run_facts,
+)
 from protofl.checkpoint import Snapshot, load_snapshot, save_snapshot
 from protofl.config import RunConfig
 from protofl.data.user import ClientArrays, federation_from_arrays
@@ -29,8 +36,10 @@ from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
+from protofl.models import build_model
 from protofl.records import RoundRecord
 from protofl.run_folder import RunFolder
+from protofl.seeding import derive_seed, seeded_torch
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +138,34 @@ def benchmark_server(context: Context) -> ServerSetup:
 
 
 def server_from_config(config: RunConfig, settings: FlowerSettings | None = None) -> ServerSetup:
-    simulation, resolved = prepare(config)
+    """The server side of ``config``'s benchmark from its test splits only (the clients'
+    training data stays with the SuperNodes); the model is initialised as ``protofl run``
+    initialises it."""
+    spec, tests, resolved = load_test_sets(config)
+    device = resolve_device(config.device)
+    model_name = spec.default_model if config.model == "auto" else config.model
+    with seeded_torch(derive_seed(config.seed, "model")):
+        model = build_model(model_name, spec.num_classes).to(device)
+    tests = tests.to(device)
+    first = tests.test_sets[0]
+    example = first.transform.eval(first.data.inputs[:2])
+    size = federation_size(config)
+    algorithm, feature_dim = algorithm_for(config, model, example, spec.num_classes, size)
+    precision = resolve_precision(config.precision, device)
+    privacy = privacy_of(config)
+    facts = run_facts(config, device, precision.name, privacy, feature_dim)
     return ServerSetup(
-        algorithm=simulation.algorithm,
-        model=simulation.model,
-        test_sets=simulation.federation.test_sets,
-        num_classes=simulation.federation.num_classes,
-        feature_dim=int(resolved["feature_dim"]),
+        algorithm=algorithm,
+        model=precision.prepare_model(model),
+        test_sets=tests.test_sets,
+        num_classes=spec.num_classes,
+        feature_dim=feature_dim,
         config=config,
         settings=settings or FlowerSettings(),
-        num_clients=len(simulation.federation.clients),
-        precision=simulation.precision,
-        privacy=simulation.privacy,
-        resolved=resolved,
+        num_clients=size,
+        precision=precision,
+        privacy=privacy,
+        resolved={**resolved, "model": model_name, **facts},
     )
 
 
