@@ -28,6 +28,9 @@ class RoundRecord:
     # split, the plain mean over the domain's clients; None when every client is global
     personal_accuracy: dict[str, float] | None = None
     personal_mean_accuracy: float | None = None
+    # clients expected this round whose update did not arrive (on Flower: a node that died
+    # or did not answer), by client id where it was seen before
+    absent: list[str] = field(default_factory=list)
 
 
 class Observer(Protocol):

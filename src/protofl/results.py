@@ -72,6 +72,7 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
             **_personal_tail(tail),
         },
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
+        "absent_clients": _absences(history),
         "timing": {
             # this process only: a resumed run's earlier rounds ran in another process
             "wall_seconds": wall_seconds,
@@ -81,6 +82,15 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
             "seconds_per_round": (train + evaluation) / len(history),
         },
     }
+
+
+def _absences(history: Sequence[RoundRecord]) -> dict[str, list[int]]:
+    """Which clients missed which rounds (empty when everyone always arrived)."""
+    missed: dict[str, list[int]] = {}
+    for record in history:
+        for client in record.absent:
+            missed.setdefault(client, []).append(record.round)
+    return missed
 
 
 def _personal_tail(tail: Sequence[RoundRecord]) -> dict[str, Any]:

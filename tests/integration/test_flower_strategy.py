@@ -527,3 +527,23 @@ def test_each_node_loads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> 
     assert loaded == list(spec.domains) and server.num_clients == 8
     for got, want in zip(server.test_sets, reference.federation.test_sets, strict=True):
         assert torch.equal(got.data.inputs, want.data.inputs)
+
+
+def test_a_client_that_stops_answering_is_named_absent_every_round(tmp_path: Path) -> None:
+    settings = FlowerSettings(min_clients=1, round_timeout=5.0)
+    config = dataclasses.replace(TINY, rounds=3, out=str(tmp_path / "run"))
+    dying = trains(tiny_client(1, config))
+    calls = {"count": 0}
+
+    def dies_after_round_one(message: Message) -> Message | None:
+        calls["count"] += 1
+        return dying(message) if calls["count"] == 1 else None  # then silent: a dead node
+
+    grid = FakeGrid({11: trains(tiny_client(0, config)), 12: dies_after_round_one})
+    server = dataclasses.replace(tiny_server(config, settings), num_clients=2)
+    result = run_server(grid, server)
+    assert [r.absent for r in result.history] == [[], ["red-1"], ["red-1"]]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["absent_clients"] == {"red-1": [2, 3]}
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[1])["absent"] == ["red-1"]

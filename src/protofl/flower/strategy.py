@@ -92,6 +92,8 @@ class ProtoflStrategy:
         self.history: list[RoundRecord] = []
         self._clock, self._sleep = clock, sleep
         self._warned = False  # a collapse is reported once per run
+        self._ids: dict[int, str] = {}  # client index -> id, as seen in updates
+        self._absent: list[str] = []
 
     def run(
         self, grid: Grid, after_round: Callable[[RoundRecord], None] | None = None
@@ -159,6 +161,7 @@ class ProtoflStrategy:
         simulator does, and set the new state. Returns the updates without their weights and
         ``{client or node: why}`` for everyone left out."""
         received, rejected = self._collect(round_index, sent, replies)
+        self._note_absent(round_index, received)
         minimum = self.setup.settings.min_clients
         if len(received) < minimum:
             raise _stop(
@@ -175,6 +178,16 @@ class ProtoflStrategy:
             kept.append(dataclasses.replace(update, weights={}))
         self.state = aggregation.result()
         return kept, rejected
+
+    def _note_absent(self, round_index: int, received: dict[int, ClientUpdate]) -> None:
+        """Which expected clients sent nothing usable this round, named as last seen."""
+        self._ids.update({index: update.client_id for index, update in received.items()})
+        count = self.setup.num_clients
+        drawn = self.sampled(round_index)
+        expected = drawn if drawn is not None else range(count or 0)
+        self._absent = [self._ids.get(i, f"client {i}") for i in expected if i not in received]
+        if self._absent:
+            logger.warning("round %d: no update from %s", round_index, ", ".join(self._absent))
 
     def run_round(self, grid: Grid) -> RoundRecord:
         """Send, receive, aggregate, evaluate: one round, recorded as the simulator does."""
@@ -200,6 +213,7 @@ class ProtoflStrategy:
             setup.precision,
             setup.privacy,
         )
+        record = dataclasses.replace(record, absent=list(self._absent))
         self.history.append(record)
         warning = collapse_warning(self.history, setup.num_classes, setup.algorithm.name)
         if warning is not None and not self._warned:
