@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 # (threads can change the order of float sums, so the last digits may differ from an
 # uninterrupted run; everything else stays exactly the same.)
 EXECUTION_ONLY = frozenset({"out", "threads"})
+# Settings a resumed run may change, recorded in config.json as a change after round N: more
+# rounds, and the local optimiser's settings (e.g. a smaller lr after a NaN stop).
+RESUME_CHANGEABLE = frozenset({"rounds", "lr", "momentum", "weight_decay"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,14 +115,19 @@ def resume(
     configuration; a resumed run with other settings would not be the same experiment.
     """
     folder = Path(out_dir)
-    saved = saved_config(folder)
+    saved = original = saved_config(folder)
     if changes:
         wanted = build_config(merge(as_settings(saved), changes), ALGORITHMS.names())
-        check_same_settings(folder, saved, wanted)
-    if changes and "threads" in changes:
-        saved = dataclasses.replace(saved, threads=int(changes["threads"]))
+        check_same_settings(folder, saved, wanted, allowed=RESUME_CHANGEABLE)
+        saved = dataclasses.replace(wanted, out=original.out)
     simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
+    if saved.rounds < simulation.state.round:
+        raise ConfigError(
+            f"{str(folder)!r} already ran {simulation.state.round} rounds; rounds can only grow "
+            f"on resume (given {saved.rounds})."
+        )
+    record_changes(folder, original, saved, simulation.state.round)
     if simulation.state.round >= saved.rounds and (folder / "summary.json").is_file():
         raise ConfigError(
             f"{str(folder)!r} already finished all {saved.rounds} rounds; there is nothing to "
@@ -137,17 +145,39 @@ def saved_config(folder: Path) -> RunConfig:
     return config_from_dict(json.loads(saved_path.read_text()))
 
 
-def check_same_settings(folder: Path, saved: RunConfig, wanted: RunConfig) -> None:
-    """Refuse to continue a run with settings that change what it computes."""
-    changed = [key for key in differences(saved, wanted) if key not in EXECUTION_ONLY]
+def check_same_settings(
+    folder: Path, saved: RunConfig, wanted: RunConfig, allowed: frozenset[str] = frozenset()
+) -> None:
+    """Refuse to continue a run with settings that change what it computes, except the
+    ``allowed`` ones (recorded as a change by :func:`record_changes`)."""
+    changed = [k for k in differences(saved, wanted) if k not in EXECUTION_ONLY | allowed]
     if changed:
         listing = ", ".join(
             f"{k} (saved {getattr(saved, k)!r}, given {getattr(wanted, k)!r})" for k in changed
         )
+        may = f" A resumed run may change only {', '.join(sorted(allowed))}." if allowed else ""
         raise ConfigError(
-            f"cannot resume {str(folder)!r} with other settings: {listing}. Resume without "
-            "them, or start a new run in another --out."
+            f"cannot resume {str(folder)!r} with other settings: {listing}.{may} Resume "
+            "without them, or start a new run in another --out."
         )
+
+
+def record_changes(folder: Path, saved: RunConfig, wanted: RunConfig, after_round: int) -> None:
+    """Write the allowed changes into ``config.json``: the new values, and under
+    ``resume_changes`` which settings changed after which round (old and new values)."""
+    changed = [k for k in differences(saved, wanted) if k in RESUME_CHANGEABLE]
+    if not changed:
+        return
+    path = folder / "config.json"
+    stored = json.loads(path.read_text())
+    stored.update({k: getattr(wanted, k) for k in changed})
+    entry = {
+        "after_round": after_round,
+        **{k: [getattr(saved, k), getattr(wanted, k)] for k in changed},
+    }
+    stored["resume_changes"] = [*stored.get("resume_changes", []), entry]
+    results.write_json(path, stored)
+    logger.info("resuming %s with %s changed after round %d", folder, changed, after_round)
 
 
 def run(

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from protofl import __version__
 from protofl.arguments import add_settings, config_from_args, settings_from_args
-from protofl.errors import ProtoflError
+from protofl.errors import ProtoflError, TrainingError
 from protofl.flower.cli import add_flower_commands, run_flower_command
 from protofl.reporting import (
     ProgressObserver,
@@ -105,6 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _run(args, console, resume_hint)
     except ProtoflError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False)
+        if isinstance(err, TrainingError) and resume_hint and "--resume" in resume_hint[0]:
+            console.print(
+                "the rounds before it are saved; continue with a changed setting: "
+                f"{resume_hint[0]} --set lr=<smaller> (rounds, lr, momentum and weight_decay "
+                "may change on resume)",
+                highlight=False,
+            )
         return 2
     except KeyboardInterrupt:
         how = resume_hint[0] if resume_hint else "nothing was saved yet"

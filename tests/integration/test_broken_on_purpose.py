@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -68,3 +69,23 @@ def test_a_diverging_run_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
         train_federated(clients, tests, TinyNet(), config)
     warnings = [r.message for r in caplog.records if "training has collapsed" in r.message]
     assert len(warnings) == 1, [r.message for r in caplog.records]
+
+
+def test_resume_may_add_rounds_and_change_the_optimiser_and_records_it(tmp_path: Path) -> None:
+    config = RunConfig(
+        rounds=1,
+        local_epochs=1,
+        out=str(tmp_path / "run"),
+        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
+        client_fraction=0.1,
+    )
+    run(config)
+    with pytest.raises(ConfigError, match=r"seed \(saved 0, given 5\).*may change only lr"):
+        resume(tmp_path / "run", changes={"rounds": 2, "seed": 5})
+    result = resume(tmp_path / "run", changes={"rounds": 2, "lr": 0.005})
+    assert [r.round for r in result.history] == [1, 2]
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (saved["rounds"], saved["lr"]) == (2, 0.005)
+    assert saved["resume_changes"] == [{"after_round": 1, "rounds": [1, 2], "lr": [0.01, 0.005]}]
+    with pytest.raises(ConfigError, match="rounds can only grow"):
+        resume(tmp_path / "run", changes={"rounds": 1})

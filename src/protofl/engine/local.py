@@ -162,6 +162,6 @@ def _check_finite(sums: dict[str, torch.Tensor], where: str, epoch: int) -> None
     if bad:
         raise TrainingError(
             f"{where or 'local training'}, local epoch {epoch}: loss term(s) "
-            f"{', '.join(bad)} became NaN or inf. Try a smaller learning rate, or a larger "
-            "temperature for contrastive terms."
+            f"{', '.join(bad)} became NaN or inf. Try a smaller learning rate (a resumed run "
+            "may change lr), or a larger temperature for contrastive terms."
         )
