@@ -61,10 +61,19 @@ def save_snapshot(out_dir: Path, snapshot: Snapshot) -> Path:
     }
     path = out_dir / CHECKPOINT
     temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    with temporary.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    try:
+        torch.save(payload, temporary)
+        with temporary.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+        temporary.unlink(missing_ok=True)
+        kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint yet"
+        raise DataError(
+            f"could not write the checkpoint of round {state.round} to {path} "
+            f"({type(err).__name__}: {err}); {kept}. Is the disk full or read-only? Free "
+            f"space, then continue with protofl run --resume {out_dir}"
+        ) from err
     return path
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from protofl.errors import ConfigError
+from protofl.errors import ConfigError, DataError
 from protofl.records import RoundRecord
 
 LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
@@ -24,8 +24,16 @@ def prepare_out_dir(path: Path, overwrite: bool = False) -> Path:
             f"{str(path)!r} already holds the results of a run. Choose another --out, or pass "
             "--overwrite to replace them."
         )
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "metrics.jsonl").unlink(missing_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "metrics.jsonl").unlink(missing_ok=True)
+        (path / ".write-test").write_text("")
+        (path / ".write-test").unlink()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write the run folder {str(path)!r} ({err.strerror or err}): is it on a "
+            "read-only or full file system? Choose another --out."
+        ) from err
     return path
 
 
@@ -38,10 +46,17 @@ def write_json(path: Path, payload: Any) -> None:
 
 def append_round(path: Path, record: RoundRecord) -> None:
     """Append one round to ``metrics.jsonl`` and flush it to disk."""
-    with (path / "metrics.jsonl").open("a") as handle:
-        handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with (path / "metrics.jsonl").open("a") as handle:
+            handle.write(json.dumps(dataclasses.asdict(record)) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as err:
+        raise DataError(
+            f"could not record round {record.round} in {path / 'metrics.jsonl'} "
+            f"({err.strerror or err}); the checkpoint of the round before is intact. Is the "
+            f"disk full? Free space, then continue with protofl run --resume {path}"
+        ) from err
 
 
 def rewrite_rounds(path: Path, history: Sequence[RoundRecord]) -> None:

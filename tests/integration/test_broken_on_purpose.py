@@ -89,3 +89,39 @@ def test_resume_may_add_rounds_and_change_the_optimiser_and_records_it(tmp_path:
     assert saved["resume_changes"] == [{"after_round": 1, "rounds": [1, 2], "lr": [0.01, 0.005]}]
     with pytest.raises(ConfigError, match="rounds can only grow"):
         resume(tmp_path / "run", changes={"rounds": 1})
+
+
+def test_an_unwritable_out_is_explained_before_training() -> None:
+    config = RunConfig(rounds=1, local_epochs=1, out="/proc/protofl-cannot-write/run")
+    with pytest.raises(ConfigError, match=r"cannot write the run folder .*read-only or full"):
+        RunFolder.create(config, {})
+
+
+def test_a_full_disk_while_checkpointing_names_it_and_keeps_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import protofl.checkpoint
+    from protofl.errors import DataError
+
+    config = RunConfig(
+        rounds=2,
+        local_epochs=1,
+        out=str(tmp_path / "run"),
+        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
+        client_fraction=0.1,
+    )
+    real_save, calls = torch.save, {"n": 0}
+
+    def disk_fills_in_round_two(obj: object, path: object) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 1024")
+        real_save(obj, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(protofl.checkpoint.torch, "save", disk_fills_in_round_two)
+    with pytest.raises(DataError, match=r"round 2 .*the previous checkpoint is intact.*--resume"):
+        run(config)
+    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
+    monkeypatch.setattr(protofl.checkpoint.torch, "save", real_save)
+    finished = resume(tmp_path / "run")  # space freed: the run continues from round 1
+    assert [r.round for r in finished.history] == [1, 2]
