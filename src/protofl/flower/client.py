@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import Context, Message, RecordDict
 from flwr.clientapp import ClientApp
 from torch import nn
@@ -42,7 +46,7 @@ from protofl.engine.client import NO_PRIVACY, run_client_round
 from protofl.engine.data import ClientData
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision, resolve_precision
-from protofl.errors import ConfigError
+from protofl.errors import ConfigError, DataError
 from protofl.flower.codec import (
     Expected,
     decode_server_message,
@@ -88,7 +92,12 @@ def client_app(loader: ClientLoader | None = None) -> ClientApp:
     @app.train()
     def train(message: Message, context: Context) -> Message:
         setup = load(context)
+        saved = state_file(context, setup.client_index)
+        if saved is not None:
+            restore_client_state(context.state, saved, setup)
         content = train_round(setup, message.content, context.state)
+        if saved is not None:
+            keep_client_state(context.state, saved, setup)
         return Message(content, reply_to=message)
 
     return app
@@ -221,6 +230,49 @@ def _prepared(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
         _PREPARED.clear()
         _PREPARED[key] = prepare(config)
     return _PREPARED[key]
+
+
+STATE_DIR = "state-dir"  # node config: a node-local folder for client state across restarts
+
+
+def state_file(context: Context, client_index: int) -> Path | None:
+    """Where this node keeps its client's private state (``state-dir`` in the node config),
+    so that MOON's previous model or FedDyn's linear term survive a SuperNode restart."""
+    folder = context.node_config.get(STATE_DIR)
+    if not folder:
+        return None
+    return Path(str(folder)) / f"client-{client_index}-run-{context.run_id}.pt"
+
+
+def restore_client_state(state: RecordDict, path: Path, setup: ClientSetup) -> None:
+    """After a restart ``context.state`` is empty: load the node's saved client state."""
+    if load_client_state(state) or not path.is_file():
+        return
+    device = next(setup.model.parameters()).device
+    try:
+        tensors = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read this node's saved client state ({err}).") from err
+    if not isinstance(tensors, dict) or not all(
+        isinstance(v, torch.Tensor) for v in tensors.values()
+    ):
+        raise DataError(f"{path}: not a protofl client state (expected named tensors).")
+    store_client_state(state, tensors)
+    logger.info("client %d: restored its state from %s", setup.client_index, path)
+
+
+def keep_client_state(state: RecordDict, path: Path, setup: ClientSetup) -> None:
+    """Write the client's state atomically (temporary file, fsync, rename)."""
+    device = next(setup.model.parameters()).device
+    tensors = load_client_state(state, device)
+    if not tensors:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({k: v.cpu() for k, v in tensors.items()}, temporary)
+    with temporary.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def _cached(loader: ClientLoader) -> ClientLoader:
