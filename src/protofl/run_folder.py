@@ -99,7 +99,10 @@ class RunFolder:
             return None
         from protofl.tracking import TensorBoardLog
 
-        return TensorBoardLog(self.path, num_classes, {domain_id(d): d for d in domains})
+        names = {domain_id(d): d for d in domains}
+        return TensorBoardLog(
+            self.path, num_classes, names, f"{config.algorithm}-seed{config.seed}"
+        )
 
     def record(self, record: RoundRecord) -> None:
         results.append_round(self.path, record)

@@ -31,14 +31,21 @@ FOLDER = "tensorboard"
 class TensorBoardLog:
     """Writes one run's scalars and prototype embeddings."""
 
-    def __init__(self, run_dir: Path, num_classes: int, domains: dict[int, str] | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        num_classes: int,
+        domains: dict[int, str] | None = None,
+        name: str = "run",
+    ):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
             raise ConfigError(
                 "tensorboard=true needs TensorBoard: pip install 'protofl[tensorboard]'."
             ) from err
-        self.writer: Any = SummaryWriter(log_dir=str(run_dir / FOLDER))
+        # a named subfolder, so `tensorboard --logdir runs/` labels each run by it
+        self.writer: Any = SummaryWriter(log_dir=str(run_dir / FOLDER / name))
         self.num_classes = num_classes
         self.domains = domains or {}  # domain id -> name, for domain-tagged prototypes
 
@@ -68,11 +75,12 @@ class TensorBoardLog:
     def _embed(self, prototypes: Prototypes, step: int) -> None:
         cpu = prototypes.to("cpu")
         rows = [cpu.vectors]
+        several = int(cpu.labels.unique().numel()) < len(cpu)
+        kind = "per domain" if cpu.domains is not None else "cluster" if several else "global"
         metadata = [
-            [str(int(c)), "broadcast", self._domain(cpu, i), str(step)]
-            for i, c in enumerate(cpu.labels)
+            [str(int(c)), kind, self._domain(cpu, i), str(step)] for i, c in enumerate(cpu.labels)
         ]
-        if cpu.domains is None and int(cpu.labels.unique().numel()) < len(cpu):
+        if cpu.domains is None and several:
             # several prototypes per class (FPL's clusters): their mean, FPL's unbiased one
             means, has = class_means(cpu, self.num_classes)
             classes = torch.nonzero(has).flatten()
