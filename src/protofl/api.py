@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -21,7 +22,7 @@ from torch import nn
 from protofl import results
 from protofl.algorithms import ALGORITHMS
 from protofl.builders import build_simulation, check_labels_fit_head, prepare, resolve_device
-from protofl.checkpoint import load_checkpoint, save_checkpoint
+from protofl.checkpoint import Snapshot, load_checkpoint
 from protofl.config import (
     RunConfig,
     as_settings,
@@ -79,27 +80,20 @@ def execute(
         folder = RunFolder.create(config, resolved, overwrite)
     started_round, started = simulation.state.round, time.perf_counter()
     federation = simulation.federation
-    domains = [t.domain for t in federation.test_sets]
-    board = folder.tensorboard(config, federation.num_classes, domains) if folder else None
+    if folder is not None:
+        domains = [t.domain for t in federation.test_sets]
+        folder.start_tensorboard(config, federation.num_classes, domains)
 
     def after_round(sim: Simulation) -> None:
         if folder is not None:
-            folder.record(sim.history[-1])
-            save_checkpoint(folder.path, sim)
-        if board is not None:
-            board.write_round(sim.history[-1], sim.state)
+            folder.round_done(Snapshot(sim.state, sim.history, sim.client_states))
 
-    try:
+    with folder if folder is not None else contextlib.nullcontext():
         history = simulation.run(config.rounds, observer, after_round)
         summary = results.summarise(history, time.perf_counter() - started)
         summary["resumed_from_round"] = started_round if resumed_dir is not None else None
         if folder is not None:
             folder.finish(summary)
-    finally:
-        if board is not None:
-            board.close()
-        if folder is not None:
-            folder.close()
     out_dir = folder.path if folder is not None else None
     return RunResult(history, summary, simulation.model, simulation.state, out_dir, resolved)
 

@@ -40,12 +40,6 @@ class Snapshot:
     client_states: dict[str, StateDict] = field(default_factory=dict)
 
 
-def save_checkpoint(out_dir: Path, simulation: Simulation) -> Path:
-    """Write ``out_dir/checkpoint.pt`` atomically; the previous one survives a crash."""
-    snapshot = Snapshot(simulation.state, simulation.history, simulation.client_states)
-    return save_snapshot(out_dir, snapshot)
-
-
 def save_snapshot(out_dir: Path, snapshot: Snapshot) -> Path:
     """Write a checkpoint atomically: a temporary file, fsync, then a rename."""
     state = snapshot.state

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from protofl import __version__, results
+from protofl.checkpoint import Snapshot, save_snapshot
 from protofl.config import RunConfig, dumps
 from protofl.errors import ConfigError
 from protofl.payloads import domain_id
@@ -34,7 +35,21 @@ class RunFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock: IO[str] | None = None
+        self.board: TensorBoardLog | None = None
         self.lock()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def round_done(self, snapshot: Snapshot) -> None:
+        """After every round: its line in metrics.jsonl, the checkpoint, TensorBoard."""
+        self.record(snapshot.history[-1])
+        save_snapshot(self.path, snapshot)
+        if self.board is not None:
+            self.board.write_round(snapshot.history[-1], snapshot.state)
 
     def lock(self) -> None:
         """Take the folder's lock; a second process gets a clear error instead of
@@ -57,6 +72,9 @@ class RunFolder:
         self._lock = handle
 
     def close(self) -> None:
+        if self.board is not None:
+            self.board.close()
+            self.board = None
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
@@ -91,12 +109,16 @@ class RunFolder:
         except ConfigError as err:  # matplotlib missing: the counts are in config.json
             logger.warning("no clients.png: %s", err)
 
-    def tensorboard(
+    def start_tensorboard(
         self, config: RunConfig, num_classes: int, domains: Sequence[str]
-    ) -> TensorBoardLog | None:
-        """The run's TensorBoard log when ``config.tensorboard`` is on."""
-        if not config.tensorboard:
-            return None
+    ) -> None:
+        """Log the rounds to TensorBoard too when ``config.tensorboard`` is on."""
+        if config.tensorboard:
+            self.board = self._tensorboard(config, num_classes, domains)
+
+    def _tensorboard(
+        self, config: RunConfig, num_classes: int, domains: Sequence[str]
+    ) -> TensorBoardLog:
         from protofl.tracking import TensorBoardLog
 
         names = {domain_id(d): d for d in domains}

@@ -19,6 +19,18 @@ from protofl.run_folder import RunFolder
 from tiny_data import TinyNet, tiny_clients
 
 
+def small_run(tmp_path: Path, rounds: int) -> RunConfig:
+    """The embedded benchmark with one small client per domain, written to tmp/run."""
+    one_each = {"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1}
+    return RunConfig(
+        rounds=rounds,
+        local_epochs=1,
+        out=str(tmp_path / "run"),
+        clients_per_domain=one_each,
+        client_fraction=0.1,
+    )
+
+
 def test_a_second_writer_of_a_run_folder_is_refused(tmp_path: Path) -> None:
     first = RunFolder.create(RunConfig(out=str(tmp_path / "run")), {})
     with pytest.raises(ConfigError, match=r"is being written by protofl process \d+"):
@@ -28,13 +40,7 @@ def test_a_second_writer_of_a_run_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path: Path) -> None:
-    config = RunConfig(
-        rounds=1,
-        local_epochs=1,
-        out=str(tmp_path / "run"),
-        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
-        client_fraction=0.1,
-    )
+    config = small_run(tmp_path, rounds=1)
     run(config)
     before = (tmp_path / "run" / "summary.json").read_text()
     with pytest.raises(ConfigError, match="already finished all 1 rounds; there is nothing"):
@@ -72,13 +78,7 @@ def test_a_diverging_run_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_resume_may_add_rounds_and_change_the_optimiser_and_records_it(tmp_path: Path) -> None:
-    config = RunConfig(
-        rounds=1,
-        local_epochs=1,
-        out=str(tmp_path / "run"),
-        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
-        client_fraction=0.1,
-    )
+    config = small_run(tmp_path, rounds=1)
     run(config)
     with pytest.raises(ConfigError, match=r"seed \(saved 0, given 5\).*may change only lr"):
         resume(tmp_path / "run", changes={"rounds": 2, "seed": 5})
@@ -103,13 +103,7 @@ def test_a_full_disk_while_checkpointing_names_it_and_keeps_the_last_checkpoint(
     import protofl.checkpoint
     from protofl.errors import DataError
 
-    config = RunConfig(
-        rounds=2,
-        local_epochs=1,
-        out=str(tmp_path / "run"),
-        clients_per_domain={"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},
-        client_fraction=0.1,
-    )
+    config = small_run(tmp_path, rounds=2)
     real_save, calls = torch.save, {"n": 0}
 
     def disk_fills_in_round_two(obj: object, path: object) -> None:

@@ -7,6 +7,7 @@ same ``config.json``, ``metrics.jsonl`` and ``summary.json`` (:mod:`protofl.resu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -29,7 +30,7 @@ from protofl.builders import (
     resolve_device,
     run_facts,
 )
-from protofl.checkpoint import Snapshot, load_snapshot, save_snapshot
+from protofl.checkpoint import Snapshot, load_snapshot
 from protofl.config import RunConfig
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
@@ -81,26 +82,20 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
     strategy = ProtoflStrategy(setup)
     folder = _open_folder(setup, strategy) if write else None
     started = time.perf_counter()
-    domains = [t.domain for t in setup.test_sets]
-    board = folder.tensorboard(setup.config, setup.num_classes, domains) if folder else None
+    if folder is not None:
+        folder.start_tensorboard(
+            setup.config, setup.num_classes, [t.domain for t in setup.test_sets]
+        )
 
     def after_round(record: RoundRecord) -> None:
-        if folder is not None:
-            folder.record(record)
-            save_snapshot(folder.path, Snapshot(strategy.state, strategy.history))
-        if board is not None:
-            board.write_round(record, strategy.state)
+        if folder is not None:  # the server's side; the clients' state stays on the nodes
+            folder.round_done(Snapshot(strategy.state, strategy.history))
 
-    try:
+    with folder if folder is not None else contextlib.nullcontext():
         history = strategy.run(grid, after_round)
         summary = results.summarise(history, time.perf_counter() - started)
         if folder is not None:
             folder.finish(summary)
-    finally:
-        if board is not None:
-            board.close()
-        if folder is not None:
-            folder.close()
     return FlowerResult(history, summary, strategy, folder.path if folder else None)
 
 
