@@ -286,5 +286,6 @@ def test_a_killed_supernode_does_not_hang_the_server(
     rounds = read_metrics(out)
     assert [r["round"] for r in rounds] == [1], output[-4000:]
     assert list(rounds[0]["clients"]) == ["handwritten-0"]  # type: ignore[call-overload]
+    assert rounds[0]["absent"] == ["client 1"]  # never seen before it died: named by index
     assert "no reply within" in output or "failed (error" in output, output[-4000:]
     assert time.monotonic() - started < 120 + round_timeout
