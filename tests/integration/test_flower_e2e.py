@@ -289,3 +289,45 @@ def test_a_killed_supernode_does_not_hang_the_server(
     assert rounds[0]["absent"] == ["client 1"]  # never seen before it died: named by index
     assert "no reply within" in output or "failed (error" in output, output[-4000:]
     assert time.monotonic() - started < 120 + round_timeout
+
+
+@pytest.mark.slow
+@pytest.mark.flower_e2e
+def test_a_killed_superlink_restarts_and_the_run_resumes_to_the_same_metrics(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """SIGKILL the SuperLink (and with it the ServerApp) after round 2 of 4, restart it and
+    the SuperNodes, resubmit with flower.resume=true: the rounds equal an uninterrupted run's."""
+    from protofl.api import run
+
+    config = dataclasses.replace(TINY, rounds=4)
+    reference = run(dataclasses.replace(config, out=str(tmp_path / "reference")))
+    out = tmp_path / "results"
+    settings = {"num_nodes": 2, "min_clients": 2, "node_timeout": 60, "round_timeout": 60}
+    app = write_tiny_app(tmp_path / "app", dataclasses.replace(config, out=str(out)), **settings)
+    deployment.start_superlink()
+    deployment.start_supernode(0)
+    deployment.start_supernode(1)
+    first = deployment.run_app(app, timeout=240)
+    deadline = time.monotonic() + 180
+    while not (out / "checkpoint.pt").exists() or len(read_metrics(out)) < 2:
+        if time.monotonic() > deadline or first.poll() is not None:
+            pytest.fail(f"no round 2 checkpoint:\n{deployment.log('superlink')[-3000:]}")
+        time.sleep(0.2)
+    for name in ("superlink", "flwr-run", "node0", "node1"):
+        deployment.kill(name)  # the SuperNodes would die anyway (401 on their next heartbeat)
+    first.wait(timeout=30)
+    assert len(read_metrics(out)) < 4
+    deployment.start_superlink()
+    deployment.start_supernode(0)
+    deployment.start_supernode(1)
+    again = write_tiny_app(
+        tmp_path / "app2", dataclasses.replace(config, out=str(out)), **settings, resume=True
+    )
+    output = finish(deployment.run_app(again, timeout=240), 240, deployment)
+    rounds = read_metrics(out)
+    assert [r["round"] for r in rounds] == [1, 2, 3, 4], output[-4000:]
+    for got, want in zip(rounds, reference.history, strict=True):
+        accuracy = got["per_domain_accuracy"]
+        assert accuracy == pytest.approx(want.per_domain_accuracy, abs=1e-9)  # type: ignore[arg-type]
+        assert got["train"] == pytest.approx(want.train, rel=1e-5)  # type: ignore[arg-type]
