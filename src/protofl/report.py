@@ -66,13 +66,13 @@ class FinishedRun:
 
     def experiment(self) -> dict[str, Any]:
         """What decides the numbers: every setting but the seed and the execution ones, with
-        only the selected algorithm's options."""
-        options = self.config.get("algorithm_options", {}).get(self.algorithm, {})
-        kept = {
-            k: v
-            for k, v in self.config.items()
-            if k not in EXECUTION | {"seed", "resolved", "algorithm_options"}
-        }
+        only the selected algorithm's options. Read through today's ``RunConfig``, so a run
+        saved before a setting existed counts as having its default."""
+        from protofl.config import config_from_dict
+
+        full = config_from_dict(self.config).to_dict()
+        options = full["algorithm_options"].get(self.algorithm, {})
+        kept = {k: v for k, v in full.items() if k not in EXECUTION | {"seed", "algorithm_options"}}
         return {**kept, "options": options}
 
     def facts(self) -> dict[str, Any]:
@@ -106,10 +106,26 @@ def group_runs(runs: Sequence[FinishedRun]) -> dict[str, list[FinishedRun]]:
         if len(set(seeds)) != len(seeds):
             raise ConfigError(f"{name}: two runs with the same seed among {seeds}.")
         members.sort(key=lambda m: m.seed)
-    benchmarks = {m.config["benchmark"] for ms in groups.values() for m in ms}
-    if len(benchmarks) > 1:
-        raise ConfigError(f"runs of different benchmarks in one report: {sorted(benchmarks)}.")
+    _check_one_protocol([m for ms in groups.values() for m in ms])
     return groups
+
+
+def _check_one_protocol(runs: Sequence[FinishedRun]) -> None:
+    """Rows of one table must share the protocol (benchmark, rounds, epochs, data, ...):
+    only the algorithm and its options may differ between rows."""
+
+    def protocol(run: FinishedRun) -> dict[str, Any]:
+        return {k: v for k, v in run.experiment().items() if k not in ("algorithm", "options")}
+
+    first = protocol(runs[0])
+    for other in runs[1:]:
+        theirs = protocol(other)
+        differ = sorted(k for k in first if first[k] != theirs.get(k))
+        if differ:
+            raise ConfigError(
+                f"{runs[0].folder} and {other.folder} ran different protocols ({', '.join(differ)} "
+                "differ); a table compares algorithms under one protocol. Report them separately."
+            )
 
 
 def tabulate(groups: Mapping[str, Sequence[FinishedRun]]) -> dict[str, Any]:

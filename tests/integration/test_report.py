@@ -51,3 +51,15 @@ def test_one_seed_shows_no_spread_and_unfinished_runs_are_refused(tmp_path: Path
     (tmp_path / "fpl" / "summary.json").unlink()
     with pytest.raises(ConfigError, match="has not finished"):
         find_runs([tmp_path / "fpl"])
+
+
+def test_rows_of_one_table_share_the_protocol(tmp_path: Path) -> None:
+    shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
+    shutil.copytree(COMMITTED / "runs" / "fedavg-seed0", tmp_path / "fedavg")
+    group_runs(find_runs([tmp_path / "fpl", tmp_path / "fedavg"]))  # one protocol: fine
+    config_path = tmp_path / "fedavg" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["local_epochs"] = 10
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=r"ran different protocols \(local_epochs differ\)"):
+        group_runs(find_runs([tmp_path / "fpl", tmp_path / "fedavg"]))
