@@ -16,7 +16,6 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa
 
 from protofl.errors import PayloadError  # noqa: E402
 from protofl.flower.codec import (  # noqa: E402
-    Expected,
     decode_client_update,
     decode_server_message,
     encode_client_update,
@@ -24,6 +23,7 @@ from protofl.flower.codec import (  # noqa: E402
     load_client_state,
     store_client_state,
 )
+from protofl.flower.fields import Expected  # noqa: E402
 from protofl.payloads import ClientUpdate, Prototypes, ServerMessage  # noqa: E402
 
 DIM, CLASSES = 4, 6

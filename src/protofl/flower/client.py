@@ -48,7 +48,6 @@ from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision, resolve_precision
 from protofl.errors import ConfigError, DataError
 from protofl.flower.codec import (
-    Expected,
     decode_server_message,
     encode_client_update,
     load_client_state,
@@ -56,6 +55,7 @@ from protofl.flower.codec import (
     skipped_reply,
     store_client_state,
 )
+from protofl.flower.fields import Expected
 from protofl.flower.settings import settings_from_run_config
 from protofl.privacy import PrototypePrivacy
 from protofl.sim.simulator import Simulation

@@ -22,46 +22,29 @@ expects and raises :class:`~protofl.errors.PayloadError` naming the field and th
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from protofl.errors import PayloadError
+from protofl.flower.fields import (
+    META,
+    METRICS,
+    WEIGHTS,
+    Expected,
+    is_int,
+    meta_record,
+    preview,
+    read_int,
+    read_metrics,
+    read_weights,
+    to_tensor,
+)
 from protofl.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
 
-WEIGHTS, PROTOTYPES, SUPPORT, DOMAINS, META, METRICS = (
-    "weights",
-    "prototypes",
-    "prototype_support",
-    "prototype_domains",
-    "meta",
-    "metrics",
-)
+PROTOTYPES, SUPPORT, DOMAINS = "prototypes", "prototype_support", "prototype_domains"
 CLIENT_STATE = "protofl.client_state"  # the record in ``context.state`` (never sent)
-
-
-@dataclass(frozen=True)
-class Expected:
-    """What a receiver accepts: the weights' layout, the classes and the feature size."""
-
-    weights: Mapping[str, tuple[tuple[int, ...], torch.dtype]]
-    num_classes: int
-    feature_dim: int
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @staticmethod
-    def like(
-        weights: StateDict, num_classes: int, feature_dim: int, device: torch.device | None = None
-    ) -> Expected:
-        layout = {key: (tuple(value.shape), value.dtype) for key, value in weights.items()}
-        first = next(iter(weights.values()), None)
-        where = device or (first.device if first is not None else torch.device("cpu"))
-        return Expected(layout, num_classes, feature_dim, where)
 
 
 def encode_server_message(message: ServerMessage, sampled: list[int] | None = None) -> RecordDict:
@@ -78,11 +61,11 @@ def encode_server_message(message: ServerMessage, sampled: list[int] | None = No
 
 def decode_server_message(content: RecordDict, expected: Expected) -> ServerMessage:
     """The server's message, checked against the client's own model and task."""
-    meta = _config(content, "server message")
-    round_index = _int(meta, "round", "server message", minimum=1)
+    meta = meta_record(content, "server message")
+    round_index = read_int(meta, "round", "server message", minimum=1)
     return ServerMessage(
         round=round_index,
-        weights=_weights(content, expected, "server message"),
+        weights=read_weights(content, expected, "server message"),
         prototypes=_prototypes(content, meta, expected, "server message"),
     )
 
@@ -142,17 +125,17 @@ def screen_client_update(
     """Like :func:`decode_client_update`, but as the simulator screens updates: malformed
     prototypes are dropped (the third element says why) while the weights still count; any
     other fault raises :class:`PayloadError`."""
-    meta = _config(content, sender)
+    meta = meta_record(content, sender)
     client_id = meta.get("client_id")
     if not isinstance(client_id, str) or not client_id:
         raise PayloadError(
             f"{sender}: meta['client_id'] must be a non-empty string; got {client_id!r}."
         )
     where = f"{sender} (client {client_id!r})"
-    index = _int(meta, "client_index", where, minimum=0)
-    num_samples = _int(meta, "num_samples", where, minimum=1)
-    weights = _weights(content, expected, where)
-    metrics = _metrics(content, where)
+    index = read_int(meta, "client_index", where, minimum=0)
+    num_samples = read_int(meta, "num_samples", where, minimum=1)
+    weights = read_weights(content, expected, where)
+    metrics = read_metrics(content, where)
     try:
         prototypes, problem = _prototypes(content, meta, expected, where), None
     except PayloadError as err:
@@ -170,7 +153,7 @@ def decode_tensors(
     record: ArrayRecord, where: str, device: torch.device | str = "cpu"
 ) -> StateDict:
     """Every array of ``record`` as a tensor; unreadable or non-numeric arrays are refused."""
-    return {key: _tensor(array, f"{where}[{key!r}]").to(device) for key, array in record.items()}
+    return {key: to_tensor(array, f"{where}[{key!r}]").to(device) for key, array in record.items()}
 
 
 def store_client_state(state: RecordDict, tensors: StateDict) -> None:
@@ -213,7 +196,7 @@ def _prototypes(
     support = content.config_records.get(SUPPORT)
     if support is None:
         raise PayloadError(f"{name}: the {SUPPORT!r} record is missing.")
-    dim = _int(meta, "prototype_dim", where, minimum=1)
+    dim = read_int(meta, "prototype_dim", where, minimum=1)
     if dim != expected.feature_dim:
         raise PayloadError(
             f"{name}: feature size {dim} does not match the model's {expected.feature_dim}."
@@ -243,10 +226,10 @@ def _prototypes(
 def _tagged(part: Prototypes, tags: Any, name: str) -> Prototypes:
     """``part`` with its domain tags, checked: one non-negative integer per prototype."""
     counts = tags if isinstance(tags, list) else [tags]
-    if len(counts) != len(part) or not all(_is_int(n) and n >= 0 for n in counts):
+    if len(counts) != len(part) or not all(is_int(n) and n >= 0 for n in counts):
         raise PayloadError(
             f"{name}: expected {len(part)} non-negative integer domain tags for class "
-            f"{int(part.labels[0])}; got {_preview(counts)}."
+            f"{int(part.labels[0])}; got {preview(counts)}."
         )
     return Prototypes(
         part.vectors, part.labels, part.support, torch.tensor(counts, dtype=torch.int64)
@@ -266,7 +249,7 @@ def _class_prototypes(
     key: str, array: Array, support: Any, expected: Expected, name: str
 ) -> Prototypes:
     where = f"{name}[{key!r}]"
-    vectors = _tensor(array, where)
+    vectors = to_tensor(array, where)
     if (
         vectors.dtype != torch.float32
         or vectors.ndim != 2
@@ -279,109 +262,11 @@ def _class_prototypes(
     if vectors.shape[0] == 0:
         raise PayloadError(f"{where}: a class entry must hold at least one prototype; got none.")
     counts = support if isinstance(support, list) else [support]
-    if len(counts) != vectors.shape[0] or not all(_is_int(n) and n >= 0 for n in counts):
+    if len(counts) != vectors.shape[0] or not all(is_int(n) and n >= 0 for n in counts):
         raise PayloadError(
             f"{where}: expected {vectors.shape[0]} non-negative integer support counts; got "
-            f"{_preview(counts)}."
+            f"{preview(counts)}."
         )
     k = vectors.shape[0]
     labels = torch.full((k,), int(key), dtype=torch.int64)
     return Prototypes(vectors, labels, torch.tensor(counts, dtype=torch.int64))
-
-
-# ---- weights, extras, scalars -------------------------------------------------------------
-
-
-def _weights(content: RecordDict, expected: Expected, where: str) -> StateDict:
-    record = content.array_records.get(WEIGHTS)
-    if record is None:
-        raise PayloadError(f"{where}: the {WEIGHTS!r} record is missing.")
-    missing = sorted(set(expected.weights) - set(record))
-    extra = sorted(set(record) - set(expected.weights))
-    if missing or extra:
-        raise PayloadError(
-            f"{where}: weights do not match the model: missing {_preview(missing)}, unexpected "
-            f"{_preview(extra)}. Fix: server and clients must build the same model."
-        )
-    weights = {}
-    for key, (shape, dtype) in expected.weights.items():
-        tensor = _tensor(record[key], f"{where}: weights[{key!r}]")
-        if tuple(tensor.shape) != shape or tensor.dtype != dtype:
-            raise PayloadError(
-                f"{where}: weights[{key!r}]: expected {dtype} {list(shape)}; got "
-                f"{tensor.dtype} {list(tensor.shape)}."
-            )
-        _check_finite(tensor, f"{where}: weights[{key!r}]")
-        weights[key] = tensor.to(expected.device)
-    return weights
-
-
-def _metrics(content: RecordDict, where: str) -> dict[str, float]:
-    record = content.metric_records.get(METRICS)
-    if record is None:
-        return {}
-    metrics = {}
-    for key, raw in record.items():
-        value: Any = raw
-        if not _is_number(value) or not math.isfinite(value):
-            raise PayloadError(f"{where}: metrics[{key!r}] must be a finite number; got {value!r}.")
-        metrics[key] = float(value)
-    return metrics
-
-
-def _tensor(array: Any, where: str) -> torch.Tensor:
-    if not isinstance(array, Array):
-        raise PayloadError(f"{where}: expected a flwr Array; got {type(array).__name__}.")
-    try:
-        values = array.numpy()
-    except Exception as err:  # np.load's errors on corrupt or pickled bytes vary by cause
-        raise PayloadError(
-            f"{where}: cannot read the array ({type(err).__name__}: {err})."
-        ) from err
-    if values.dtype.kind not in "biuf" or tuple(values.shape) != tuple(array.shape):
-        raise PayloadError(
-            f"{where}: expected a numeric array of the declared shape {tuple(array.shape)}; got "
-            f"{values.dtype} {tuple(values.shape)}."
-        )
-    try:
-        return torch.from_numpy(np.array(values, dtype=values.dtype.newbyteorder("="), copy=True))
-    except TypeError as err:  # a numpy dtype torch has no type for
-        raise PayloadError(f"{where}: unsupported dtype {values.dtype} ({err}).") from err
-
-
-def _check_finite(tensor: torch.Tensor, where: str) -> None:
-    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-        bad = tensor[~torch.isfinite(tensor)].flatten()[:3].tolist()
-        raise PayloadError(f"{where}: contains non-finite values, e.g. {bad}.")
-
-
-def _config(content: RecordDict, where: str) -> ConfigRecord:
-    meta = content.config_records.get(META)
-    if meta is None:
-        raise PayloadError(
-            f"{where}: the {META!r} record is missing; is the sender a protofl app of the same "
-            "version?"
-        )
-    return meta
-
-
-def _int(meta: ConfigRecord, key: str, where: str, minimum: int) -> int:
-    value: Any = meta.get(key)
-    if not _is_int(value) or value < minimum:
-        raise PayloadError(
-            f"{where}: meta[{key!r}] must be an integer >= {minimum}; got {value!r}."
-        )
-    return int(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _preview(items: list[Any]) -> str:
-    shown = ", ".join(repr(item) for item in items[:3])
-    return f"[{shown}{', ...' if len(items) > 3 else ''}]"

@@ -29,11 +29,11 @@ from protofl.engine.evaluate import evaluate_round
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import ConfigError, PayloadError, TrainingError
 from protofl.flower.codec import (
-    Expected,
     encode_server_message,
     is_skipped,
     screen_client_update,
 )
+from protofl.flower.fields import Expected
 from protofl.flower.settings import FlowerSettings
 from protofl.health import collapse_warning
 from protofl.participation import sample_clients
