@@ -10,9 +10,12 @@ Layout of a message's :class:`~flwr.app.RecordDict` (the same both ways):
     of that class's ``k`` prototypes (``k`` differs between classes). Never pickled.
 ``"prototype_support"``
     ConfigRecord, key ``str(class)``, the ``k`` support counts of those prototypes.
+``"prototype_domains"``
+    ConfigRecord, key ``str(class)``, the ``k`` domain tags, for domain-tagged prototypes.
 ``"meta"``
-    ConfigRecord of scalars: ``round`` (server), ``client_id``, ``client_index`` and
-    ``num_samples`` (client), ``prototype_dim`` when prototypes are present.
+    ConfigRecord of scalars: ``round`` and, with client sampling, ``sampled`` (server);
+    ``client_id``, ``client_index`` and ``num_samples`` (client), or ``skipped`` from a node
+    whose client was not drawn; ``prototype_dim`` when prototypes are present.
 ``"metrics"``
     MetricRecord of the client's loss terms and train accuracy.
 
