@@ -129,9 +129,9 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
 
 
 def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> RunResult:
+    config = config_from_args(args)  # every setting checked before the library loads
     from protofl.run_folder import default_out
 
-    config = config_from_args(args)
     if config.out is None:  # name the folder now, so the user knows it from the start
         config = dataclasses.replace(config, out=str(default_out(config)))
     print_config(console, config)
