@@ -500,8 +500,8 @@ def test_client_sampling_draws_the_same_clients_and_numbers_as_the_simulator() -
 
 
 def test_each_node_loads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A client reads its own domain's file; the server reads every domain but keeps only
-    the test splits (and builds no client)."""
+    """A client reads its own domain's file (and gets the simulator's samples, label skew
+    included); the server reads every domain but keeps only the test splits."""
     from protofl.data import benchmarks
     from protofl.flower.client import client_from_config
     from protofl.flower.server import server_from_config
@@ -517,7 +517,7 @@ def test_each_node_loads_only_what_it_needs(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setitem(
         benchmarks.BENCHMARKS._entries, "embedded", dataclasses.replace(spec, loader=recording)
     )
-    config = RunConfig(rounds=1, local_epochs=1, client_fraction=0.1, seed=4)
+    config = RunConfig(rounds=1, local_epochs=1, client_fraction=0.1, seed=4, label_skew=0.5)
     setup = client_from_config(config, 5)  # two clients per domain: the third domain's second
     assert loaded == ["strokes"] and setup.data.client_id == "strokes-1"
     reference, _ = prepare(config)
