@@ -21,16 +21,11 @@ from pathlib import Path
 
 from protofl import RunConfig
 from protofl.api import run
-from protofl.flower.project import write_app
+from protofl.flower.project import OFFLINE_ENV, write_app
 from protofl.flower.settings import FlowerSettings
 
 BIN = Path(sys.executable).parent
-ENV = {
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "PYTHONUNBUFFERED": "1",
-}
+ENV = OFFLINE_ENV
 
 
 def port() -> int:

@@ -26,14 +26,9 @@ import pytest
 import torch
 
 from protofl import RunConfig
+from protofl.flower.project import OFFLINE_ENV as FLOWER_ENV
 
 BIN = Path(sys.executable).parent
-FLOWER_ENV = {
-    "FLWR_DISABLE_UPDATE_CHECK": "1",
-    "FLWR_TELEMETRY_ENABLED": "0",
-    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
-    "PYTHONUNBUFFERED": "1",
-}
 # Small enough for CI: two domains, one client each with 5% of the domain, one epoch.
 TINY = RunConfig(
     rounds=2,

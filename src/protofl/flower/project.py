@@ -21,6 +21,14 @@ from protofl.flower.settings import FlowerSettings, to_run_config, toml_table
 
 SERVER_APP = "protofl.flower.app:server"
 CLIENT_APP = "protofl.flower.app:client"
+# Environment for Flower processes started on a closed machine (tests, benchmarks): no
+# update check, no telemetry, no dependency installation, unbuffered logs.
+OFFLINE_ENV = {
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "PYTHONUNBUFFERED": "1",
+}
 
 _TEMPLATE = """\
 # A Flower app written by `{command}`. protofl and flwr must be installed
