@@ -11,6 +11,7 @@ from protofl.records import RoundRecord
 
 CHANCE_MARGIN = 1.5  # train accuracy below 1.5x chance after local training: not learning
 LOSS_GROWTH = 10.0  # mean train loss 10x its first round's: exploding
+NO_PROGRESS = 0.02  # train accuracy within 2 points of round 1's: no progress
 
 
 def collapse_warning(
@@ -20,10 +21,15 @@ def collapse_warning(
     if len(history) < 2:
         return None
     latest, first = history[-1], history[0]
-    train_accuracy = latest.train.get("accuracy")
+    train_accuracy, first_accuracy = latest.train.get("accuracy"), first.train.get("accuracy")
     loss, first_loss = latest.train.get("loss"), first.train.get("loss")
     chance = 1.0 / num_classes
-    at_chance = train_accuracy is not None and train_accuracy < CHANCE_MARGIN * chance
+    # near chance and no better than round 1: not merely a hard task that learns slowly
+    at_chance = (
+        train_accuracy is not None
+        and train_accuracy < CHANCE_MARGIN * chance
+        and train_accuracy <= (first_accuracy or 0.0) + NO_PROGRESS
+    )
     exploding = (
         loss is not None
         and first_loss is not None
@@ -38,7 +44,7 @@ def collapse_warning(
         if at_chance
         else f"the mean training loss grew from {first_loss:.3g} to {loss:.3g}"
     )
-    return f"round {latest.round}: {what}, so training has collapsed. {_advice(algorithm)}"
+    return f"round {latest.round}: {what}, so training looks collapsed. {_advice(algorithm)}"
 
 
 def _advice(algorithm: str) -> str:
