@@ -20,6 +20,9 @@ TINY = [
     "--rounds", "3", "--local-epochs", "1", "--seed", "5", "--quiet",
     "--set", "client_fraction=0.1", "--set", "precision='fp32'",
     "--set", "clients_per_domain={handwritten=1, synthetic=1, strokes=1, segments=1}",
+    # exact equality across processes needs the same intra-op thread count on both sides
+    # (an earlier in-process run may have changed this process's)
+    "--set", "threads=1",
 ]  # fmt: skip
 
 
