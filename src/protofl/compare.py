@@ -134,7 +134,7 @@ def write_report(plan: ComparePlan, command: str, plots: bool = True) -> dict[st
         "machine": describe_machine(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    groups = {name: members for name, members in report.group_runs(runs).items()}
+    groups = report.group_runs(runs)
     ordered = {name: groups[name] for name in plan.algorithms}  # as the command listed them
     return report.write_report(ordered, plan.out, meta, plots)
 

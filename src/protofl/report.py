@@ -176,7 +176,7 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         "|---|" + "---|" * (len(domains) + 2),
     ]
     for algorithm, row in table["rows"].items():
-        cells = [_cell(row[c]) for c in [*domains, "AVG"]]
+        cells = [mean_std_text(row[c]) for c in [*domains, "AVG"]]
         seeds = ",".join(map(str, row["seeds"]))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |")
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
@@ -184,7 +184,8 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(value: Mapping[str, float]) -> str:
+def mean_std_text(value: Mapping[str, float]) -> str:
+    """``mean ± std`` over seeds; one seed has no spread to show (no ``± 0.00``)."""
     if value["n"] < 2:
         return f"{value['mean']:.2f}"
     return f"{value['mean']:.2f} ± {value['std']:.2f}"

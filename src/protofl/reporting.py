@@ -12,6 +12,7 @@ from rich.table import Table
 
 from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.records import RoundRecord
+from protofl.report import mean_std_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
     from protofl.api import RunResult
@@ -97,17 +98,10 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
         table.add_column(column, justify="right")
     table.add_column("seeds")
     for algorithm, row in report["rows"].items():
-        cells = [_mean_std(row[c]) for c in columns]
+        cells = [mean_std_text(row[c]) for c in columns]
         table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])))
     console.print(table)
     console.print(f"written: {out}/ (table.md, results.json, plots)")
-
-
-def _mean_std(value: dict[str, float]) -> str:
-    """One seed has no spread to show."""
-    if value["n"] < 2:
-        return f"{value['mean']:.2f}"
-    return f"{value['mean']:.2f} ± {value['std']:.2f}"
 
 
 def print_listing(console: Console) -> None:
