@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     resume_hint: list[str] = []  # the exact command that continues this run, once known
     try:
         if args.command == "report":
-            return _report(args, argv)
+            return _report(args, console, argv)
         if args.command == "export":
             from protofl.export import export_run
 
@@ -155,11 +155,14 @@ def _resume(args: argparse.Namespace, console: Console) -> RunResult:
         return resume(folder, observer, changes)
 
 
-def _report(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+def _report(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:
     from protofl.compare import current_commit, describe_machine
     from protofl.report import find_runs, group_runs, write_report
 
-    groups = group_runs(find_runs([Path(p) for p in args.runs]))
+    skipped: list[Path] = []
+    groups = group_runs(find_runs([Path(p) for p in args.runs], skipped))
+    for folder in skipped:
+        console.print(f"[yellow]left out, not finished[/]: {folder}", highlight=False)
     meta = {
         "command": "protofl " + shlex.join(sys.argv[1:] if argv is None else list(argv)),
         "commit": current_commit(),

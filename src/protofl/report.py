@@ -208,22 +208,41 @@ def _provenance_lines(table: Mapping[str, Any]) -> list[str]:
     return [f"- {', '.join(names)}: {story}" for story, names in stories.items()]
 
 
-def find_runs(paths: Sequence[Path]) -> list[FinishedRun]:
+def find_runs(paths: Sequence[Path], skipped: list[Path] | None = None) -> list[FinishedRun]:
     """Each path is a run folder, or a folder of them (a compare output's ``runs/``, or its
-    parent)."""
-    folders: list[Path] = []
+    parent). A run folder named directly must have finished; unfinished runs found inside a
+    folder of runs (a grid still running) are left out and listed in ``skipped`` when given,
+    else refused."""
+    named: list[Path] = []
+    listed: list[Path] = []
     for path in paths:
         if (path / "config.json").is_file():
-            folders.append(path)
+            named.append(path)
         elif (path / "runs").is_dir():
-            folders += sorted(p for p in (path / "runs").iterdir() if (p / "config.json").is_file())
+            listed += sorted(p for p in (path / "runs").iterdir() if (p / "config.json").is_file())
         elif path.is_dir() and any((p / "config.json").is_file() for p in path.iterdir()):
-            folders += sorted(p for p in path.iterdir() if (p / "config.json").is_file())
+            listed += sorted(p for p in path.iterdir() if (p / "config.json").is_file())
         else:
             raise ConfigError(f"{str(path)!r} is neither a run folder nor a folder of runs.")
-    if not folders:
+    if not named and not listed:
         raise ConfigError("no run folders given.")
-    return [FinishedRun.load(folder) for folder in folders]
+    runs = [FinishedRun.load(folder) for folder in named]
+    for folder in listed:
+        if skipped is not None and not _has_finished(folder):
+            skipped.append(folder)
+        else:
+            runs.append(FinishedRun.load(folder))
+    if not runs:
+        raise ConfigError(f"none of the {len(listed)} runs found has finished yet.")
+    return runs
+
+
+def _has_finished(folder: Path) -> bool:
+    try:
+        FinishedRun.load(folder)
+    except ConfigError:
+        return False
+    return True
 
 
 def write_report(

@@ -53,6 +53,26 @@ def test_one_seed_shows_no_spread_and_unfinished_runs_are_refused(tmp_path: Path
         find_runs([tmp_path / "fpl"])
 
 
+def test_a_grid_still_running_is_reported_without_its_unfinished_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("fpl-seed0", "fpl-seed1", "fedavg-seed0"):
+        shutil.copytree(COMMITTED / "runs" / name, tmp_path / "grid" / "runs" / name)
+    running = tmp_path / "grid" / "runs" / "fpl-seed1"
+    (running / "summary.json").unlink()
+    lines = (running / "metrics.jsonl").read_text().splitlines()
+    (running / "metrics.jsonl").write_text("\n".join(lines[:3]) + "\n")
+    out = tmp_path / "r"
+    assert main(["report", str(tmp_path / "grid"), "--out", str(out), "--no-plots"]) == 0
+    assert f"left out, not finished: {running}" in capsys.readouterr().err.replace("\n", "")
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["rows"]["fpl"]["AVG"]["n"] == 1 and saved["rows"]["fedavg"]["AVG"]["n"] == 1
+    for name in ("fpl-seed0", "fedavg-seed0"):
+        (tmp_path / "grid" / "runs" / name / "summary.json").unlink()
+    with pytest.raises(ConfigError, match="none of the 3 runs found has finished"):
+        find_runs([tmp_path / "grid"], skipped=[])
+
+
 def test_rows_of_one_table_share_the_protocol(tmp_path: Path) -> None:
     shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
     shutil.copytree(COMMITTED / "runs" / "fedavg-seed0", tmp_path / "fedavg")
