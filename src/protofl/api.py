@@ -21,7 +21,13 @@ from torch import nn
 
 from protofl import results
 from protofl.algorithms import ALGORITHMS
-from protofl.builders import build_simulation, check_labels_fit_head, prepare, resolve_device
+from protofl.builders import (
+    build_simulation,
+    check_labels_fit_head,
+    prepare,
+    resolve_device,
+    torch_threads,
+)
 from protofl.checkpoint import Snapshot, load_checkpoint
 from protofl.config import (
     RunConfig,
@@ -88,7 +94,7 @@ def execute(
         if folder is not None:
             folder.round_done(Snapshot(sim.state, sim.history, sim.client_states))
 
-    with folder if folder is not None else contextlib.nullcontext():
+    with folder if folder is not None else contextlib.nullcontext(), torch_threads(config.threads):
         history = simulation.run(config.rounds, observer, after_round)
         summary = results.summarise(history, time.perf_counter() - started)
         summary["resumed_from_round"] = started_round if resumed_dir is not None else None
@@ -114,7 +120,8 @@ def resume(
         wanted = build_config(merge(as_settings(saved), changes), ALGORITHMS.names())
         check_same_settings(folder, saved, wanted, allowed=RESUME_CHANGEABLE)
         saved = dataclasses.replace(wanted, out=original.out)
-    simulation, resolved = prepare(saved)
+    with torch_threads(saved.threads):
+        simulation, resolved = prepare(saved)
     load_checkpoint(folder, simulation)
     if saved.rounds < simulation.state.round:
         raise ConfigError(
@@ -182,7 +189,8 @@ def run(
 ) -> RunResult:
     """Run a configured experiment (defaults: FPL on the embedded benchmark)."""
     config = config or RunConfig()
-    simulation, resolved = prepare(config)
+    with torch_threads(config.threads):
+        simulation, resolved = prepare(config)
     return execute(simulation, config, resolved, observer, write, overwrite)
 
 

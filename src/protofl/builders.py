@@ -5,8 +5,10 @@ runs here, so all three set a run up the same way."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -138,11 +140,22 @@ def _allocation(config: RunConfig, spec: BenchmarkSpec) -> dict[str, int]:
     return {d: config.clients_per_domain.get(d, spec.clients_per_domain[d]) for d in domains}
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count at ``count`` (unset: left alone) for the block, then
+    restored: a run inside someone's process must not change that process's setting."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def prepare(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
     """Everything ready to run: data, model, algorithm, simulation at round 0."""
     device = resolve_device(config.device)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     spec, federation, resolved = load_federation(config)
     model_name = spec.default_model if config.model == "auto" else config.model
     MODELS.get(model_name)

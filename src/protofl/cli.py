@@ -138,9 +138,10 @@ def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> 
     console.print(f"writing to [bold]{config.out}[/]", highlight=False)
     resume_hint.append(f"protofl run --resume {shlex.quote(str(config.out))}")
     from protofl.api import execute
-    from protofl.builders import prepare
+    from protofl.builders import prepare, torch_threads
 
-    simulation, resolved = prepare(config)
+    with torch_threads(config.threads):
+        simulation, resolved = prepare(config)
     with _observer(args, console, len(simulation.federation.clients)) as observer:
         return execute(simulation, config, resolved, observer, overwrite=args.overwrite)
 

@@ -204,3 +204,34 @@ def test_labels_beyond_the_head_are_named_as_a_data_problem() -> None:
         DataError, match=r"labels 4\.\.7 occur in client red-1, but the model.s head has 4"
     ):
         train_federated(clients, tests, TinyNet(), RunConfig(rounds=1, local_epochs=1))
+
+
+class ThreadProbe:
+    """Observer that notes torch's thread count while each client trains."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+
+    def round_started(self, round_index: int, rounds: int) -> None: ...
+
+    def client_finished(self, round_index: int, client_id: str) -> None:
+        self.seen.add(torch.get_num_threads())
+
+    def round_finished(self, record: object) -> None: ...
+
+
+def test_a_run_uses_its_thread_setting_and_gives_the_callers_back() -> None:
+    from protofl import run
+
+    clients, tests = tiny_clients()
+    before = torch.get_num_threads()
+    wanted = 1 if before != 1 else 2
+    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, threads=wanted)
+    for train in (
+        lambda probe: train_federated(clients, tests, TinyNet(), config, observer=probe),
+        lambda probe: run(config, probe, write=False),
+    ):
+        probe = ThreadProbe()
+        train(probe)
+        assert probe.seen == {wanted}
+        assert torch.get_num_threads() == before

@@ -228,6 +228,8 @@ def _prepared(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
     key = dumps(config)
     if key not in _PREPARED:
         _PREPARED.clear()
+        if config.threads:  # this process exists to train for this run: set, not scoped
+            torch.set_num_threads(config.threads)
         _PREPARED[key] = prepare(config)
     return _PREPARED[key]
 
