@@ -71,9 +71,10 @@ def client_consistency(
     local_weights: StateDict,
     history: StateDict,
     rounds_seen: int,
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
 ) -> tuple[StateDict, StateDict, StateDict]:
-    """One client's (masked update, bool mask, new sign history), entry by entry.
+    """One client's (masked update, bool mask, new sign history), entry by entry; with
+    ``threshold=None`` nothing is masked (the history is still updated).
 
     ``rounds_seen`` counts the rounds this client took part in before; with 0, ``history`` is
     ignored (may be empty). The reference counts global rounds instead, which is the same under
@@ -87,7 +88,10 @@ def client_consistency(
         if rounds_seen and key not in history:
             raise PayloadError(f"sign history has no entry {key!r} after {rounds_seen} rounds.")
         previous = history[key] if rounds_seen else update
-        masks[key] = consistency_mask(update, previous, rounds_seen, threshold)
+        if threshold is None:
+            masks[key] = torch.ones_like(update, dtype=torch.bool)
+        else:
+            masks[key] = consistency_mask(update, previous, rounds_seen, threshold)
         masked[key] = update * masks[key]
         new_history[key] = updated_positive_fraction(update, previous, rounds_seen)
     return masked, masks, new_history
@@ -187,26 +191,37 @@ def fedheal_combine(
     parameter_names: frozenset[str] = frozenset(),
     threshold: float = DEFAULT_THRESHOLD,
     distance_momentum: float = DEFAULT_DISTANCE_MOMENTUM,
+    harmonise: bool = True,
+    fixed_weights: torch.Tensor | None = None,  # [K]
 ) -> FedhealRound:
     """One FedHEAL server round: consistency masks, fair weights, masked weighted combination.
 
     All per-client arguments are aligned with ``client_weights``: the caller keeps each
     client's history, participation count, weight and increment under its id and passes this
     round's clients' entries in one order (``seen`` False for a newcomer).
+
+    To take the method apart (our ablation switches, not the paper's): ``harmonise=False``
+    keeps every coordinate (the sign history is still kept, so it can be switched on later);
+    ``fixed_weights`` (e.g. sample counts) replace the fair weights, whose stored state is then
+    passed back unchanged. With both, this is FedAvg's weighted mean.
     """
     if not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold must lie in [0, 1); got {threshold}.")
     masked, masks, new_histories = [], [], []
     for local, history, count in zip(client_weights, histories, rounds_seen, strict=True):
         update, mask, new_history = client_consistency(
-            global_weights, local, history, count, threshold
+            global_weights, local, history, count, threshold if harmonise else None
         )
         masked.append(update)
         masks.append(mask)
         new_histories.append(new_history)
-    distances = torch.stack([update_distance(u, parameter_names) for u in masked])  # [K]
-    normalised, weights, increments = fedheal_client_weights(
-        distances, previous_weights, previous_increments, seen, distance_momentum
-    )
+    if fixed_weights is not None:
+        normalised = fixed_weights.double() / fixed_weights.double().sum()
+        weights, increments = previous_weights.double(), previous_increments.double()
+    else:
+        distances = torch.stack([update_distance(u, parameter_names) for u in masked])  # [K]
+        normalised, weights, increments = fedheal_client_weights(
+            distances, previous_weights, previous_increments, seen, distance_momentum
+        )
     new_global = masked_weighted_update(global_weights, masked, masks, normalised)
     return FedhealRound(new_global, new_histories, weights, increments, normalised)

@@ -117,6 +117,33 @@ def test_fedheal_masks_a_coordinate_whose_sign_flips() -> None:
     torch.testing.assert_close(after.weights["w"], state.weights["w"])
 
 
+def test_fedheal_with_both_parts_off_is_fedavg_and_each_part_switches_alone() -> None:
+    """The ablation switches: no mask and sample weights give FedAvg's weighted mean; the
+    mask alone still freezes a flipped coordinate; the fair weights alone ignore samples."""
+    context = AlgorithmContext(4, 8, 3)
+    start = GlobalState(0, {"w": torch.tensor([1.0, -1.0])})
+    clients = [update("a", 0.0, 1), update("b", 4.0, 3)]
+    off = build_algorithm("fedheal", {"harmonise": False, "equalise": False}, context)
+    plain = aggregate_all(build_algorithm("fedavg", {}, context), start, clients)
+    torch.testing.assert_close(aggregate_all(off, start, clients).weights["w"], plain.weights["w"])
+    # samples 1 and 3: (0 * 1 + 4 * 3) / 4 = 3
+    torch.testing.assert_close(plain.weights["w"], torch.tensor([3.0, -3.0]))
+
+    fair_only = build_algorithm("fedheal", {"harmonise": False}, context)
+    full = build_algorithm("fedheal", {}, context)
+    # round 1 keeps every coordinate, so the fair weights alone equal full FedHEAL there
+    torch.testing.assert_close(
+        aggregate_all(fair_only, start, clients).weights["w"],
+        aggregate_all(full, start, clients).weights["w"],
+    )
+    mask_only = build_algorithm("fedheal", {"threshold": 0.5, "equalise": False}, context)
+    for algorithm, frozen in ((mask_only, True), (fair_only, False)):
+        state = aggregate_all(algorithm, GlobalState(0, {"w": torch.zeros(2)}), [update("a", -1.0)])
+        moved = {"w": state.weights["w"] + torch.tensor([1.0, -1.0])}  # the sign flips
+        after = aggregate_all(algorithm, state, [ClientUpdate("a", 1, moved)])
+        assert torch.equal(after.weights["w"], state.weights["w"]) == frozen
+
+
 def test_fpl_fedheal_takes_both_option_sets_and_keeps_fpls_prototype_step() -> None:
     config = build_config(
         {"algorithm": "fpl-fedheal", "fpl-fedheal": {"temperature": 0.05, "threshold": 0.2}},

@@ -13,6 +13,8 @@ per coordinate. Registered as ``fedheal`` (FedAvg clients) and ``fpl-fedheal`` (
 clients); both take the inner algorithm's options and FedHEAL's beside them.
 
 Defaults: ``threshold = 0.3``, ``distance_momentum = 0.4`` (the authors' ``main.py``).
+``harmonise`` and ``equalise`` (both on by default) switch either part off, to measure which
+one helps (our addition); with both off the weights are FedAvg's sample-weighted mean.
 
 State: FedHEAL must see every client's weights, so this aggregation keeps the round's updates
 until it ends (memory grows with the clients of a round, unlike the running mean), and keeps
@@ -53,6 +55,9 @@ class FedHEALConfig:
 
     threshold: float = 0.3  # keep a coordinate when more of the client's rounds agree
     distance_momentum: float = 0.4  # weight of this round's distance share (their --beta)
+    # Ablation switches (ours): False drops that part of FedHEAL.
+    harmonise: bool = True  # mask coordinates whose sign disagrees with the client's past
+    equalise: bool = True  # distance-based fair weights; False: sample counts, as FedAvg
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.threshold < 1.0:
@@ -109,6 +114,8 @@ class HealingAggregation:
             owner.context.parameter_names,
             owner.config.threshold,
             owner.config.distance_momentum,
+            harmonise=owner.config.harmonise,
+            fixed_weights=None if owner.config.equalise else self._sample_counts(),
         )
         folds = owner.inner.weight_folds()
         for update in self.updates:
@@ -129,6 +136,9 @@ class HealingAggregation:
             for entry, value in healed.histories[index].items():
                 tensors[_key("history", cid) + entry] = value
         return dataclasses.replace(inner_state, tensors=tensors)
+
+    def _sample_counts(self) -> torch.Tensor:  # [K]
+        return torch.tensor([u.num_samples for u in self.updates], dtype=torch.float64)
 
 
 def _key(kind: str, client_id: str) -> str:
