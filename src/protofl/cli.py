@@ -17,7 +17,7 @@ from rich.console import Console
 
 from protofl import __version__
 from protofl.arguments import add_settings, config_from_args, settings_from_args
-from protofl.errors import ProtoflError, TrainingError
+from protofl.errors import ConfigError, ProtoflError, TrainingError
 from protofl.flower.cli import add_flower_commands, run_flower_command
 from protofl.reporting import (
     ProgressObserver,
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", default="0,1", help="comma-separated seeds (default 0,1)")
     compare.add_argument("--out", help="output folder (default: runs/compare-<bench>-<time>)")
     compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
+    compare.add_argument("--baseline", help="add each algorithm's paired AVG difference to it")
     add_settings(compare)
     report = commands.add_parser(
         "report", help="table, JSON and plots from finished run folders (any commands, days)"
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", help="run folders, or folders holding them")
     report.add_argument("--out", required=True, help="where table.md, results.json, plots go")
     report.add_argument("--no-plots", action="store_true", help="table and JSON only")
+    report.add_argument("--baseline", help="add each algorithm's paired AVG difference to it")
     export = commands.add_parser("export", help="the trained model as safetensors + JSON")
     export.add_argument("run_dir", help="a finished run folder")
     export.add_argument("--out", required=True, help="folder for model.safetensors and model.json")
@@ -171,7 +173,9 @@ def _report(args: argparse.Namespace, console: Console, argv: Sequence[str] | No
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     out = Path(args.out)
-    print_comparison(Console(), write_report(groups, out, meta, plots=not args.no_plots), out)
+    print_comparison(
+        Console(), write_report(groups, out, meta, not args.no_plots, args.baseline), out
+    )
     return 0
 
 
@@ -189,6 +193,10 @@ def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | N
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/compare-{settings.get('benchmark', 'embedded')}-{stamp}")
     plan = ComparePlan(tuple(names), parse_list(args.seeds, int, "seeds"), settings, out)
+    if args.baseline is not None and args.baseline not in plan.algorithms:
+        raise ConfigError(  # now, not after hours of training
+            f"--baseline {args.baseline!r} is not among --algorithms ({', '.join(names)})."
+        )
 
     def observer_for(algorithm: str, seed: int, index: int, total: int) -> Any:
         console.print(f"[bold]run {index + 1}/{total}[/]: {algorithm}, seed {seed}")
@@ -196,7 +204,7 @@ def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | N
 
     run_grid(plan, observer_for)
     command = "protofl " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    report = write_report(plan, command, plots=not args.no_plots)
+    report = write_report(plan, command, not args.no_plots, args.baseline)
     print_comparison(Console(), report, out)
     return 0
 

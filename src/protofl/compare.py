@@ -123,7 +123,9 @@ def current_commit() -> str:
     return str(state["commit"]) + ("+local changes" if state["uncommitted_changes"] else "")
 
 
-def write_report(plan: ComparePlan, command: str, plots: bool = True) -> dict[str, Any]:
+def write_report(
+    plan: ComparePlan, command: str, plots: bool = True, baseline: str | None = None
+) -> dict[str, Any]:
     """Write table.md, results.json and (with matplotlib) the plots into ``plan.out``, from
     the plan's run folders, as ``protofl report`` does from any run folders."""
     runs = [FinishedRun.load(plan.run_dir(a, s)) for a in plan.algorithms for s in plan.seeds]
@@ -136,7 +138,7 @@ def write_report(plan: ComparePlan, command: str, plots: bool = True) -> dict[st
     }
     groups = report.group_runs(runs)
     ordered = {name: groups[name] for name in plan.algorithms}  # as the command listed them
-    return report.write_report(ordered, plan.out, meta, plots)
+    return report.write_report(ordered, plan.out, meta, plots, baseline)
 
 
 def parse_list(text: str, kind: type[Any], what: str) -> tuple[Any, ...]:

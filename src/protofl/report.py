@@ -128,9 +128,13 @@ def _check_one_protocol(runs: Sequence[FinishedRun]) -> None:
             )
 
 
-def tabulate(groups: Mapping[str, Sequence[FinishedRun]]) -> dict[str, Any]:
+def tabulate(
+    groups: Mapping[str, Sequence[FinishedRun]], baseline: str | None = None
+) -> dict[str, Any]:
     """Per algorithm: per-domain and AVG (%), mean and std over seeds of each run's mean over
-    its last five rounds; a ``(personalised)`` row for algorithms with local layers."""
+    its last five rounds; a ``(personalised)`` row for algorithms with local layers. With a
+    ``baseline`` algorithm, each other row also gets its paired AVG differences (seed by seed:
+    one seed fixes the data split and the initial model for every algorithm)."""
     rows: dict[str, Any] = {}
     domains: list[str] = []
     for name, members in groups.items():
@@ -142,7 +146,39 @@ def tabulate(groups: Mapping[str, Sequence[FinishedRun]]) -> dict[str, Any]:
             personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
             rows[f"{name} (personalised)"] = {**personal, "facts": rows[name]["facts"]}
     seeds = sorted({m.seed for ms in groups.values() for m in ms})
-    return {"domains": domains, "rows": rows, "seeds": seeds}
+    table = {"domains": domains, "rows": rows, "seeds": seeds}
+    if baseline is not None:
+        if baseline not in groups:
+            raise ConfigError(
+                f"baseline {baseline!r} is not among the reported algorithms ({', '.join(groups)})."
+            )
+        table["baseline"] = baseline
+        for name, row in rows.items():
+            if name != baseline and not name.endswith("(personalised)"):
+                row["paired"] = paired_differences(row, rows[baseline])
+    return table
+
+
+def paired_differences(row: Mapping[str, Any], base: Mapping[str, Any]) -> dict[str, Any]:
+    """AVG of ``row`` minus AVG of ``base`` for every seed both ran (points)."""
+    common = [seed for seed in row["seeds"] if seed in base["seeds"]]
+    ours = dict(zip(row["seeds"], row["per_seed_avg"], strict=True))
+    theirs = dict(zip(base["seeds"], base["per_seed_avg"], strict=True))
+    differences = [ours[seed] - theirs[seed] for seed in common]
+    return {
+        "seeds": common,
+        "differences": differences,
+        "mean": statistics.fmean(differences) if differences else None,
+        "ahead": sum(d > 0 for d in differences),
+    }
+
+
+def paired_text(paired: Mapping[str, Any] | None) -> str:
+    """``+1.46, +3.28, +1.54 (ahead 3/3)``; empty without common seeds."""
+    if not paired or not paired["differences"]:
+        return ""
+    values = ", ".join(f"{d:+.2f}" for d in paired["differences"])
+    return f"{values} (ahead {paired['ahead']}/{len(paired['differences'])})"
 
 
 def _row(
@@ -156,6 +192,7 @@ def _row(
         per_seed.append(scores)
     row: dict[str, Any] = {c: _mean_std([s[c] for s in per_seed]) for c in [*domains, "AVG"]}
     row["seeds"] = list(histories)
+    row["per_seed_avg"] = [scores["AVG"] for scores in per_seed]
     row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
     return row
 
@@ -175,10 +212,16 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | seeds |",
         "|---|" + "---|" * (len(domains) + 2),
     ]
+    baseline = table.get("baseline")
+    if baseline:
+        lines[0] += f" Last column: AVG minus {baseline}'s AVG, seed by seed (paired)."
+        lines[2] += f" vs {baseline}, per seed |"
+        lines[3] += "---|"
     for algorithm, row in table["rows"].items():
         cells = [mean_std_text(row[c]) for c in [*domains, "AVG"]]
         seeds = ",".join(map(str, row["seeds"]))
-        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |")
+        extra = f" {paired_text(row.get('paired'))} |" if baseline else ""
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |" + extra)
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
     lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")
     return "\n".join(lines) + "\n"
@@ -250,10 +293,11 @@ def write_report(
     out: Path,
     meta: Mapping[str, Any],
     plots: bool = True,
+    baseline: str | None = None,
 ) -> dict[str, Any]:
     """``table.md``, ``results.json`` and (with matplotlib) the plots, into ``out``."""
+    table = tabulate(groups, baseline)  # before anything is written: a bad baseline fails
     out.mkdir(parents=True, exist_ok=True)
-    table = tabulate(groups)
     first = next(iter(groups.values()))[0]
     meta = {"benchmark": first.config["benchmark"], **meta}
     (out / "table.md").write_text(markdown_table(table, meta))

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.records import RoundRecord
-from protofl.report import mean_std_text
+from protofl.report import mean_std_text, paired_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
     from protofl.api import RunResult
@@ -97,9 +97,13 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
     for column in columns:
         table.add_column(column, justify="right")
     table.add_column("seeds")
+    baseline = report.get("baseline")
+    if baseline:
+        table.add_column(f"vs {baseline}, paired")
     for algorithm, row in report["rows"].items():
         cells = [mean_std_text(row[c]) for c in columns]
-        table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])))
+        extra = [paired_text(row.get("paired"))] if baseline else []
+        table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])), *extra)
     console.print(table)
     console.print(f"written: {out}/ (table.md, results.json, plots)")
 

@@ -58,3 +58,7 @@ def test_compare_refuses_typos_before_training(
     assert not (tmp_path / "x").exists()
     assert main(["compare", "--algorithms", "fpl", "--seeds", "a", "-q"]) == 2
     assert "--seeds: expected a comma-separated list" in capsys.readouterr().err
+    baseline = ["compare", "--algorithms", "fedavg,fpl", "--baseline", "fedprox", "-q"]
+    assert main([*baseline, "--out", str(tmp_path / "y")]) == 2
+    assert "--baseline 'fedprox' is not among --algorithms" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()

@@ -73,6 +73,34 @@ def test_a_grid_still_running_is_reported_without_its_unfinished_runs(
         find_runs([tmp_path / "grid"], skipped=[])
 
 
+def test_paired_differences_against_a_baseline_seed_by_seed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["report", str(COMMITTED), "--out", str(tmp_path), "--no-plots", "--baseline", "fpl"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+
+    def last5_avg(run: str) -> float:  # straight from the run's metrics file
+        history = [json.loads(line) for line in (COMMITTED / "runs" / run / "metrics.jsonl")
+                   .read_text().splitlines()]  # fmt: skip
+        return sum(100 * r["mean_accuracy"] for r in history[-5:]) / 5
+
+    expected = [last5_avg(f"fedavg-seed{s}") - last5_avg(f"fpl-seed{s}") for s in (0, 1)]
+    paired = saved["rows"]["fedavg"]["paired"]
+    assert paired["seeds"] == [0, 1]
+    assert paired["differences"] == pytest.approx(expected)
+    assert paired["ahead"] == sum(d > 0 for d in expected)
+    assert "paired" not in saved["rows"]["fpl"]
+    table = (tmp_path / "table.md").read_text()
+    fedavg_row = next(line for line in table.splitlines() if line.startswith("| fedavg "))
+    ahead = sum(d > 0 for d in expected)
+    assert fedavg_row.endswith(f"{expected[0]:+.2f}, {expected[1]:+.2f} (ahead {ahead}/2) |")
+    capsys.readouterr()
+    assert main(["report", str(COMMITTED), "--out", str(tmp_path / "x"), "--baseline", "fpll"]) == 2
+    assert "baseline 'fpll' is not among the reported algorithms" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_rows_of_one_table_share_the_protocol(tmp_path: Path) -> None:
     shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
     shutil.copytree(COMMITTED / "runs" / "fedavg-seed0", tmp_path / "fedavg")
