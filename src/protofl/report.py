@@ -75,6 +75,18 @@ class FinishedRun:
         kept = {k: v for k, v in full.items() if k not in EXECUTION | {"seed", "algorithm_options"}}
         return {**kept, "options": options}
 
+    def changed_options(self) -> dict[str, Any]:
+        """The algorithm's options that differ from protofl's defaults (a variant's mark)."""
+        import dataclasses
+
+        from protofl.algorithms import ALGORITHMS
+
+        if self.algorithm not in ALGORITHMS.names():
+            return {}
+        defaults = dataclasses.asdict(ALGORITHMS.get(self.algorithm).make_config({}))
+        options = self.experiment()["options"]
+        return {k: v for k, v in options.items() if k in defaults and defaults[k] != v}
+
     def facts(self) -> dict[str, Any]:
         resolved = self.config.get("resolved", {})
         produced = resolved.get("produced_by", {})
@@ -142,6 +154,7 @@ def tabulate(
         histories = {m.seed: m.history for m in members}
         rows[name] = _row(histories, domains, "per_domain_accuracy", "mean_accuracy")
         rows[name]["facts"] = [m.facts() for m in members]
+        rows[name]["changed_options"] = members[0].changed_options()  # pooled runs agree
         if all(h[-1].get("personal_accuracy") for h in histories.values()):
             personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
             rows[f"{name} (personalised)"] = {**personal, "facts": rows[name]["facts"]}
@@ -248,7 +261,12 @@ def _provenance_lines(table: Mapping[str, Any]) -> list[str]:
         ]
         mixed = " (mixed precisions)" if len({f["precision"] for f in row["facts"]}) > 1 else ""
         stories.setdefault("; ".join(parts) + mixed, []).append(algorithm)
-    return [f"- {', '.join(names)}: {story}" for story, names in stories.items()]
+    lines = [f"- {', '.join(names)}: {story}" for story, names in stories.items()]
+    for algorithm, row in table["rows"].items():
+        if row.get("changed_options") and not algorithm.endswith("(personalised)"):
+            changed = ", ".join(f"{k}={v}" for k, v in row["changed_options"].items())
+            lines.append(f"- {algorithm}: options not at protofl's defaults: {changed}")
+    return lines
 
 
 def find_runs(paths: Sequence[Path], skipped: list[Path] | None = None) -> list[FinishedRun]:

@@ -101,6 +101,21 @@ def test_paired_differences_against_a_baseline_seed_by_seed(
     assert not (tmp_path / "x").exists()
 
 
+def test_a_variant_names_its_options_that_differ_from_the_defaults(tmp_path: Path) -> None:
+    shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
+    shutil.copytree(COMMITTED / "runs" / "fedavg-seed0", tmp_path / "fedavg")
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r0"), "--no-plots"]) == 0
+    assert "not at protofl's defaults" not in (tmp_path / "r0" / "table.md").read_text()
+    config_path = tmp_path / "fpl" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["algorithm_options"]["fpl"]["temperature"] = 0.5
+    config_path.write_text(json.dumps(config))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r1"), "--no-plots"]) == 0
+    lines = (tmp_path / "r1" / "table.md").read_text().splitlines()
+    assert "- fpl: options not at protofl's defaults: temperature=0.5" in lines
+    assert not any(line.startswith("- fedavg: options") for line in lines)
+
+
 def test_rows_of_one_table_share_the_protocol(tmp_path: Path) -> None:
     shutil.copytree(COMMITTED / "runs" / "fpl-seed0", tmp_path / "fpl")
     shutil.copytree(COMMITTED / "runs" / "fedavg-seed0", tmp_path / "fedavg")
