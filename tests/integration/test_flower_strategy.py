@@ -327,6 +327,7 @@ class InProcessGrid(FakeGrid):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")  # the golden files were recorded on one thread
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_every_algorithm_gives_the_simulators_and_the_recorded_numbers(algorithm: str) -> None:
     config = golden_config(algorithm)
