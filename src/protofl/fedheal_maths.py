@@ -189,9 +189,8 @@ def fedheal_combine(
     previous_increments: torch.Tensor,  # [K]
     seen: torch.Tensor,  # [K] bool
     parameter_names: frozenset[str] = frozenset(),
-    threshold: float = DEFAULT_THRESHOLD,
+    threshold: float | None = DEFAULT_THRESHOLD,
     distance_momentum: float = DEFAULT_DISTANCE_MOMENTUM,
-    harmonise: bool = True,
     fixed_weights: torch.Tensor | None = None,  # [K]
 ) -> FedhealRound:
     """One FedHEAL server round: consistency masks, fair weights, masked weighted combination.
@@ -200,17 +199,17 @@ def fedheal_combine(
     client's history, participation count, weight and increment under its id and passes this
     round's clients' entries in one order (``seen`` False for a newcomer).
 
-    To take the method apart (our ablation switches, not the paper's): ``harmonise=False``
-    keeps every coordinate (the sign history is still kept, so it can be switched on later);
+    To take the method apart (our ablation switches, not the paper's): ``threshold=None``
+    keeps every coordinate (the sign history is still kept);
     ``fixed_weights`` (e.g. sample counts) replace the fair weights, whose stored state is then
     passed back unchanged. With both, this is FedAvg's weighted mean.
     """
-    if not 0.0 <= threshold < 1.0:
+    if threshold is not None and not 0.0 <= threshold < 1.0:
         raise ConfigError(f"threshold must lie in [0, 1); got {threshold}.")
     masked, masks, new_histories = [], [], []
     for local, history, count in zip(client_weights, histories, rounds_seen, strict=True):
         update, mask, new_history = client_consistency(
-            global_weights, local, history, count, threshold if harmonise else None
+            global_weights, local, history, count, threshold
         )
         masked.append(update)
         masks.append(mask)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,13 +77,11 @@ class FinishedRun:
 
     def changed_options(self) -> dict[str, Any]:
         """The algorithm's options that differ from protofl's defaults (a variant's mark)."""
-        import dataclasses
-
         from protofl.algorithms import ALGORITHMS
 
         if self.algorithm not in ALGORITHMS.names():
             return {}
-        defaults = dataclasses.asdict(ALGORITHMS.get(self.algorithm).make_config({}))
+        defaults = asdict(ALGORITHMS.get(self.algorithm).make_config({}))
         options = self.experiment()["options"]
         return {k: v for k, v in options.items() if k in defaults and defaults[k] != v}
 
@@ -289,21 +287,15 @@ def find_runs(paths: Sequence[Path], skipped: list[Path] | None = None) -> list[
         raise ConfigError("no run folders given.")
     runs = [FinishedRun.load(folder) for folder in named]
     for folder in listed:
-        if skipped is not None and not _has_finished(folder):
-            skipped.append(folder)
-        else:
+        try:
             runs.append(FinishedRun.load(folder))
+        except ConfigError:
+            if skipped is None:
+                raise
+            skipped.append(folder)
     if not runs:
         raise ConfigError(f"none of the {len(listed)} runs found has finished yet.")
     return runs
-
-
-def _has_finished(folder: Path) -> bool:
-    try:
-        FinishedRun.load(folder)
-    except ConfigError:
-        return False
-    return True
 
 
 def write_report(

@@ -112,9 +112,8 @@ class HealingAggregation:
             _per_client(stored, "increment", ids),
             torch.tensor([count > 0 for count in rounds_seen]),
             owner.context.parameter_names,
-            owner.config.threshold,
+            owner.config.threshold if owner.config.harmonise else None,
             owner.config.distance_momentum,
-            harmonise=owner.config.harmonise,
             fixed_weights=None if owner.config.equalise else self._sample_counts(),
         )
         folds = owner.inner.weight_folds()
