@@ -85,9 +85,9 @@ def run_grid(jobs: list[Job], out: Path, passthrough: list[str], parallel: int,
     while waiting or running:
         while waiting and len(running) < parallel and time.monotonic() < deadline:
             job = waiting.pop(0)
-            log = (logs / f"{job.name}.log").open("wb")
-            process = subprocess.Popen(command_for(job, out, passthrough), stdout=log,
-                                       stderr=subprocess.STDOUT)  # fmt: skip
+            with (logs / f"{job.name}.log").open("wb") as log:  # the child keeps its own copy
+                process = subprocess.Popen(command_for(job, out, passthrough), stdout=log,
+                                           stderr=subprocess.STDOUT)  # fmt: skip
             job.status, job.started = "running", time.monotonic()
             running[job.name] = (job, process)
             print(f"started {job.name} (pid {process.pid})", flush=True)
@@ -96,8 +96,9 @@ def run_grid(jobs: list[Job], out: Path, passthrough: list[str], parallel: int,
                 job.status = "not started"
             waiting.clear()
             for job, process in running.values():
-                stop(process, grace=30.0)
-                job.status = "stopped (resumable)"
+                if process.poll() is None:  # one that ended just now keeps its own status
+                    stop(process, grace=30.0)
+                    job.status = "stopped (resumable)"
         for name, (job, process) in list(running.items()):
             if process.poll() is None:
                 continue
