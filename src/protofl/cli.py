@@ -141,10 +141,12 @@ def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> 
     resume_hint.append(f"protofl run --resume {shlex.quote(str(config.out))}")
     from protofl.api import execute
     from protofl.builders import prepare, torch_threads
+    from protofl.participation import participants
 
     with torch_threads(config.threads):
         simulation, resolved = prepare(config)
-    with _observer(args, console, len(simulation.federation.clients)) as observer:
+    per_round = participants(len(simulation.federation.clients), config.clients_per_round)
+    with _observer(args, console, per_round) as observer:
         return execute(simulation, config, resolved, observer, overwrite=args.overwrite)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from protofl.cli import main
+from protofl.records import RoundRecord
 
 
 @pytest.mark.slow
@@ -110,3 +111,37 @@ def test_the_run_folder_is_named_at_the_start_and_ctrl_c_prints_the_exact_resume
     folder = err.split("writing to ")[1].split()[0]
     assert folder.startswith("runs/fpl-embedded-")
     assert f"continue: protofl run --resume {folder}" in err
+
+
+def test_the_clients_bar_counts_the_sampled_clients_not_all_of_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import protofl.cli as cli
+    from protofl.reporting import ProgressObserver
+
+    seen: list[tuple[int | None, int]] = []  # (bar total, clients that trained) per round
+
+    class Recording(ProgressObserver):
+        trained = 0
+
+        def round_started(self, round_index: int, rounds: int) -> None:
+            super().round_started(round_index, rounds)
+            self.trained = 0
+
+        def client_finished(self, round_index: int, client_id: str) -> None:
+            super().client_finished(round_index, client_id)
+            self.trained += 1
+
+        def round_finished(self, record: RoundRecord) -> None:
+            super().round_finished(record)
+            seen.append((self.clients, self.trained))
+
+    monkeypatch.setattr(cli, "ProgressObserver", Recording)
+    args = ["run", "--rounds", "2", "--local-epochs", "1", "--out", str(tmp_path / "run")]
+    args += ["--set", "client_fraction=0.1", "--set", "clients_per_round=0.5"]
+    assert main(args) == 0
+    assert len(seen) == 2
+    assert all(total == trained for total, trained in seen)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    clients = sum(config["resolved"]["clients_per_domain"].values())
+    assert seen[0][1] == max(1, round(0.5 * clients)) < clients  # a sample, not everyone
