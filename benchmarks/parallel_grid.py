@@ -11,7 +11,8 @@ same command later resumes it. It works the same on a CPU (`--jobs 2 -- --set th
         -- --preset paper-office --data-dir data --set threads=1
 
 Everything after `--` goes to every `protofl compare`. Writes `<out>/parallel_runs.json`
-(each job's status, wall time, rounds done, last AVG; the machine and the command), prints
+(each job's status, wall time, rounds done, last AVG; the machine and the command; earlier
+grids into the same folder kept under `earlier_grids`), prints
 a table, rebuilds `<out>/table.md` with `protofl report`, and with `--archive` packs the
 run folders (without checkpoints) and the logs into one .tgz.
 """
@@ -141,6 +142,22 @@ def archive(out: Path, target: Path) -> None:
                 tar.add(path, arcname=str(path.relative_to(out.parent)))
 
 
+def keep_earlier_grids(path: Path, record: dict[str, object]) -> dict[str, object]:
+    """``record`` with the records of earlier grids into the same folder under
+    ``earlier_grids`` (oldest first): their runs share the folder's table, so their timings
+    stay beside it rather than being overwritten."""
+    if not path.is_file():
+        return record
+    try:
+        previous = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return record  # not ours to repair; the new record still gets written
+    if not isinstance(previous, dict):
+        return record
+    earlier = previous.pop("earlier_grids", [])
+    return {**record, "earlier_grids": [*earlier, previous]}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     passthrough = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -180,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         "grid_wall_seconds": round(time.monotonic() - began, 1),
         "runs": [{k: v for k, v in asdict(j).items() if k != "started"} for j in jobs],
     }
-    (args.out / "parallel_runs.json").write_text(json.dumps(record, indent=2) + "\n")
+    path = args.out / "parallel_runs.json"
+    path.write_text(json.dumps(keep_earlier_grids(path, record), indent=2) + "\n")
     if not args.no_report and any(j.status == "finished" for j in jobs):
         report = [sys.executable, "-m", "protofl", "report", str(args.out), "--out", str(args.out)]
         subprocess.run(report, check=False)

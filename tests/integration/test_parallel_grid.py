@@ -56,3 +56,15 @@ def test_a_passed_deadline_starts_nothing_and_says_so(tmp_path: Path) -> None:
     record = json.loads((tmp_path / "parallel_runs.json").read_text())
     assert [r["status"] for r in record["runs"]] == ["not started", "not started"]
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_second_grid_into_the_same_folder_keeps_the_first_ones_record(tmp_path: Path) -> None:
+    grid = load_script()
+    for seeds in ("0", "1", "2"):
+        argv = ["--algorithms", "fedavg", "--seeds", seeds, "--deadline-minutes", "0"]
+        grid.main([*argv, "--out", str(tmp_path), *TINY])
+    record = json.loads((tmp_path / "parallel_runs.json").read_text())
+    assert [r["seed"] for r in record["runs"]] == [2]
+    earlier = record["earlier_grids"]
+    assert [[r["seed"] for r in g["runs"]] for g in earlier] == [[0], [1]]
+    assert all("earlier_grids" not in g for g in earlier)  # one flat list, oldest first
