@@ -53,7 +53,7 @@ class RunConfig:
     augment: bool = True
     eval_batch_size: int = 1024
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32
+    precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32; fp64
     compile: str = ""  # torch.compile backend for the local forward pass ("inductor"); "": off
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     out: str | None = None  # output directory; None: runs/<algorithm>-<benchmark>-<time>

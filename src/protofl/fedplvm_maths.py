@@ -55,7 +55,7 @@ def local_cluster_prototypes(
             f"{labels.max().item()}."
         )
     samples = Prototypes(
-        features.detach().float().cpu(), labels.cpu(), torch.ones_like(labels, device="cpu")
+        features.detach().cpu(), labels.cpu(), torch.ones_like(labels, device="cpu")
     )
     return cluster_prototypes(samples)
 

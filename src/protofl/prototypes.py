@@ -21,20 +21,26 @@ from protofl.payloads import Prototypes
 class PrototypeAccumulator:
     """Running per-class sums and counts of features; its means are local prototypes."""
 
-    def __init__(self, num_classes: int, dim: int, device: torch.device | str = "cpu") -> None:
-        self.sums = torch.zeros(num_classes, dim, dtype=torch.float32, device=device)
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,  # float64 under the fp64 precision
+    ) -> None:
+        self.sums = torch.zeros(num_classes, dim, dtype=dtype, device=device)
         self.counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
 
     def add(self, features: torch.Tensor, labels: torch.Tensor) -> None:
         """Add a batch: features [B, D] (detached here), labels [B] int64."""
-        self.sums.index_add_(0, labels, features.detach().float())
+        self.sums.index_add_(0, labels, features.detach().to(self.sums.dtype))
         self.counts.index_add_(0, labels, torch.ones_like(labels))
 
     def prototypes(self) -> Prototypes:
         """Mean feature of every class seen at least once, with its sample count as support."""
         present = torch.nonzero(self.counts > 0).flatten()
         counts = self.counts[present]
-        means = self.sums[present] / counts[:, None].float()
+        means = self.sums[present] / counts[:, None].to(self.sums.dtype)
         return Prototypes(means.cpu(), present.cpu(), counts.cpu())
 
 
@@ -98,12 +104,15 @@ def class_means(
     weights clients by their sample counts. Classes without prototypes get zero rows.
     """
     dim, device = prototypes.dim, prototypes.vectors.device  # computed where they lie
-    ones = torch.ones(len(prototypes), device=device)
-    weights = prototypes.support.float() if weighted else ones
-    sums = torch.zeros(num_classes, dim, device=device).index_add_(
+    dtype = prototypes.vectors.dtype  # float32, or float64 under the fp64 precision
+    ones = torch.ones(len(prototypes), device=device, dtype=dtype)
+    weights = prototypes.support.to(dtype) if weighted else ones
+    sums = torch.zeros(num_classes, dim, device=device, dtype=dtype).index_add_(
         0, prototypes.labels, prototypes.vectors * weights[:, None]
     )
-    totals = torch.zeros(num_classes, device=device).index_add_(0, prototypes.labels, weights)
+    totals = torch.zeros(num_classes, device=device, dtype=dtype).index_add_(
+        0, prototypes.labels, weights
+    )
     has = totals > 0
     means = torch.where(has[:, None], sums / totals.clamp(min=1e-12)[:, None], 0.0)
     return means, has

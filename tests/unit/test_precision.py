@@ -21,7 +21,8 @@ def test_resolve_precision() -> None:
     assert resolve_precision("fp32", cpu).name == "fp32"
     assert resolve_precision("bf16", cpu).name == "bf16"
     assert resolve_precision("auto", cpu).name == ("bf16" if native_bf16(cpu) else "fp32")
-    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16"):
+    assert resolve_precision("fp64", cpu).dtype == torch.float64
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, fp64"):
         resolve_precision("fp16", cpu)
 
 
@@ -79,3 +80,21 @@ def test_payloads_stay_contiguous_fp32_on_the_fast_path() -> None:
     state = copy_state(model)
     assert all(t.is_contiguous() for t in state.values())
     assert state["stage1.0.weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("algorithm", ["fpl", "fedplvm", "moon"])
+def test_fp64_keeps_weights_and_prototypes_in_float64_end_to_end(algorithm: str) -> None:
+    """The golden runs' precision: nothing on the way casts back to float32."""
+    from protofl import RunConfig, train_federated
+
+    from tiny_data import TinyNet, tiny_clients
+
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(
+        algorithm=algorithm, rounds=2, local_epochs=1, batch_size=16, precision="fp64"
+    )
+    result = train_federated(clients, tests, TinyNet, config)
+    floats = [t for t in result.state.weights.values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float64 for t in floats)
+    if algorithm != "moon":
+        assert result.state.prototypes.vectors.dtype == torch.float64

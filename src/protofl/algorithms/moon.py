@@ -84,8 +84,8 @@ class MOONClientRound(ClientRound):
             return {"contrastive": step.features.new_zeros(())}
         global_model, previous_model = self.frozen
         with torch.no_grad():
-            positive = feature_model(global_model).features(step.inputs).float()
-            negative = feature_model(previous_model).features(step.inputs).float()
+            positive = feature_model(global_model).features(step.inputs).to(step.features.dtype)
+            negative = feature_model(previous_model).features(step.inputs).to(step.features.dtype)
         loss = model_contrastive_loss(step.features, positive, negative, self.config.temperature)
         return {"contrastive": self.config.mu * loss}
 

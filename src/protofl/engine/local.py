@@ -79,7 +79,7 @@ def train_locally(
     is set, class-mean features are accumulated over the last epoch. Loss sums stay on the
     device and are checked once per epoch, so there is no host sync per step. Under a bf16
     ``precision`` only the forward pass is autocast; features and logits are cast back to
-    fp32 before any loss term or prototype sees them.
+    fp32 (float64 under fp64) before any loss term or prototype sees them.
     """
     _check_trainable(model, data, where)
     forward = forward or make_forward(model)
@@ -103,7 +103,7 @@ def train_locally(
             labels = data.source.labels[batch_indices]
             with precision.autocast():
                 features, logits = forward(inputs)
-            features, logits = features.float(), logits.float()
+            features, logits = features.to(precision.dtype), logits.to(precision.dtype)
             step = LocalStep(model, inputs, labels, features, logits, last_epoch)
             terms = {"ce": F.cross_entropy(logits, labels)}
             terms.update(hooks.loss_terms(step))
@@ -118,7 +118,9 @@ def train_locally(
             _accumulate(sums, terms)
             if last_epoch and hooks.collect_prototypes:
                 if accumulator is None:
-                    accumulator = PrototypeAccumulator(logits.shape[1], features.shape[1], device)
+                    accumulator = PrototypeAccumulator(
+                        logits.shape[1], features.shape[1], device, features.dtype
+                    )
                 accumulator.add(features, labels)
             steps += 1
         _check_finite(sums, where, epoch + 1)
@@ -152,7 +154,7 @@ def _check_trainable(model: nn.Module, data: ClientData, where: str) -> None:
 
 def _accumulate(sums: dict[str, torch.Tensor], terms: dict[str, torch.Tensor]) -> None:
     for key, value in terms.items():
-        detached = value.detach().float()
+        detached = value.detach().to(torch.promote_types(value.dtype, torch.float32))
         sums[key] = sums[key] + detached if key in sums else detached
 
 

@@ -1,4 +1,4 @@
-"""Numeric precision of training and evaluation: plain fp32, or the fast bf16 path.
+"""Numeric precision of training and evaluation: plain fp32, the fast bf16 path, or fp64.
 
 ``bf16`` runs the model's forward pass under ``torch.autocast`` in bfloat16 with weights,
 gradients, optimiser state and payloads in fp32, and on CPU stores activations
@@ -7,6 +7,13 @@ prototype losses, whose cosine logits divided by a temperature of 0.02 would los
 digits in bf16 -- are computed in fp32 on fp32 copies of the features. ``auto`` picks bf16
 where the hardware does it natively (AVX512-BF16/AMX CPUs, CUDA GPUs with bf16) and fp32
 elsewhere; the accuracy cost was measured on Office-Caltech (see README, Speed).
+
+``fp64`` keeps the model, the features, the losses, the prototypes and the payloads in
+float64 (inputs are made in float32 and cast up, exactly). It is slow and exists for reference
+runs: kernels of different CPUs sum in different orders, and a tiny federation with a
+temperature of 0.02 amplifies fp32's last-bit differences into other accuracies within three
+rounds; in float64 those differences start about nine digits smaller, so the recorded golden
+runs hold on every CPU (see tests/golden_runs.py).
 """
 
 from __future__ import annotations
@@ -19,32 +26,42 @@ from torch import nn
 
 from protofl.errors import ConfigError
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp64")
 
 
 @dataclass(frozen=True)
 class Precision:
     """A resolved precision for one device."""
 
-    name: str  # "fp32" or "bf16"
+    name: str  # "fp32", "bf16" or "fp64"
     device_type: str  # "cpu" or "cuda"
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of weights, features, loss terms and prototypes."""
+        return torch.float64 if self.name == "fp64" else torch.float32
 
     @property
     def channels_last(self) -> bool:
         return self.name == "bf16"
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.name == "fp32":
+        if self.name != "bf16":
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
-        """Store conv weights channels-last for the bf16 path (same values, other strides)."""
+        """Store conv weights channels-last for the bf16 path (same values, other strides);
+        cast floating weights and buffers to float64 for fp64. Idempotent."""
+        if self.name == "fp64":
+            model.to(torch.float64)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def prepare_input(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.name == "fp64" and batch.is_floating_point():
+            batch = batch.to(torch.float64)
         if self.channels_last and batch.ndim == 4:
             return batch.contiguous(memory_format=torch.channels_last)
         return batch
@@ -77,4 +94,6 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         name = "bf16" if native_bf16(device) else "fp32"
     if name == "bf16" and device.type not in ("cpu", "cuda"):
         raise ConfigError(f"precision bf16 is supported on cpu and cuda, not {device.type}.")
+    if name == "fp64" and device.type == "mps":
+        raise ConfigError("precision fp64 is not supported on mps (it has no float64); use fp32.")
     return Precision(name, device.type)

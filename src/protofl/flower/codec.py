@@ -7,6 +7,7 @@ Layout of a message's :class:`~flwr.app.RecordDict` (the same both ways):
     ``num_batches_tracked`` stays int64).
 ``"prototypes"``
     ArrayRecord, one entry per class present, key ``str(class)``, a float32 ``[k, D]`` array
+    (float64 under the fp64 precision: the dtype of the model's floating weights)
     of that class's ``k`` prototypes (``k`` differs between classes). Never pickled.
 ``"prototype_support"``
     ConfigRecord, key ``str(class)``, the ``k`` support counts of those prototypes.
@@ -254,12 +255,13 @@ def _class_prototypes(
     where = f"{name}[{key!r}]"
     vectors = to_tensor(array, where)
     if (
-        vectors.dtype != torch.float32
+        vectors.dtype != expected.prototype_dtype
         or vectors.ndim != 2
         or vectors.shape[1] != expected.feature_dim
     ):
         raise PayloadError(
-            f"{where}: expected a float32 [k, {expected.feature_dim}] array; got "
+            f"{where}: expected a {str(expected.prototype_dtype).removeprefix('torch.')} "
+            f"[k, {expected.feature_dim}] array; got "
             f"{vectors.dtype} {tuple(vectors.shape)}."
         )
     if vectors.shape[0] == 0:

@@ -36,6 +36,15 @@ class Expected:
         where = device or (first.device if first is not None else torch.device("cpu"))
         return Expected(layout, num_classes, feature_dim, where)
 
+    @property
+    def prototype_dtype(self) -> torch.dtype:
+        """Prototypes travel in the dtype of the model's floating weights: float32, or
+        float64 under the fp64 precision."""
+        for _, dtype in self.weights.values():
+            if dtype.is_floating_point:
+                return dtype
+        return torch.float32
+
 
 def read_weights(content: RecordDict, expected: Expected, where: str) -> StateDict:
     record = content.array_records.get(WEIGHTS)

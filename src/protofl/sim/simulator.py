@@ -78,6 +78,7 @@ class Simulation:
         clients_per_round: float = 1.0,
     ) -> Simulation:
         """A simulation at round 0, its global state taken from ``model``'s weights."""
+        precision.prepare_model(model)  # fp64 casts the weights: the state must hold those
         state = algorithm.init_state(copy_state(model))
         return cls(
             algorithm,
