@@ -3,11 +3,16 @@ the simulator, a resumed run and the compiled step must all give the recorded nu
 is held to the same files in test_flower_strategy.py).
 
 To re-record after an intended change, run with PROTOFL_UPDATE_GOLDEN=1 and say why in
-the commit message.
+the commit message. The runs are recorded in float64, so they hold on every CPU's kernels
+(tests/golden_runs.py says why and how it was measured); the last test here checks that with
+older kernels forced.
 """
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -69,3 +74,48 @@ def test_resumed_run_matches_recorded_run(algorithm: str, tmp_path: Path) -> Non
 def test_compiled_step_matches_recorded_run(algorithm: str) -> None:
     """torch.compile's graph capture (the eager backend: the same kernels) changes nothing."""
     assert_matches_golden(algorithm, tiny_run(algorithm, compile="eager"), record=False)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "change"),
+    [
+        ("fpl", {"algorithm_options": {"fpl": {"cpcl_weight": 1.001}}}),  # a loss weight +0.1 %
+        ("fedproto", {"algorithm_options": {"fedproto": {"weight_by_samples": False}}}),
+        ("fedavg", {"aggregation": "trimmed-mean", "trim_fraction": 0.25}),  # the aggregation
+        ("fedavg", {"seed": 4}),  # the seed path
+    ],
+    ids=["loss-weight", "prototype-aggregation", "weight-aggregation", "seed"],
+)
+def test_a_changed_algorithm_fails_its_golden_run(algorithm: str, change: dict) -> None:
+    """The tolerances are tight enough to catch small changes, not only broken code."""
+    with pytest.raises(AssertionError):
+        assert_matches_golden(algorithm, tiny_run(algorithm, **change), record=False)
+
+
+FORCED_KERNELS = {
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"},
+    "default": {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernels", FORCED_KERNELS)
+def test_golden_runs_hold_under_other_cpu_kernels(kernels: str) -> None:
+    """Whatever CPU this suite runs on, the golden runs must also hold with the kernels of
+    older ones forced, so a dependence on one CPU's kernels shows on the machine where the
+    change is made (about 20 s each on two cores)."""
+    env = {**os.environ, **FORCED_KERNELS[kernels], "OMP_NUM_THREADS": "1"}
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(Path(__file__)),
+        "-k",
+        "test_simulator_matches_recorded_run",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert f"{len(ALGORITHMS.names())} passed" in done.stdout
