@@ -27,6 +27,16 @@ logger = logging.getLogger(__name__)
 
 
 LOCK = ".protofl.lock"  # held by the one process writing a run folder
+HOLDER = "protofl process"  # the lock file's text: "protofl process <pid>"
+
+
+def lock_holder_pid(lock: Path) -> int | None:
+    """The pid written in a run folder's lock file, or None (absent, empty, unreadable)."""
+    try:
+        words = lock.read_text().split()
+    except OSError:
+        return None
+    return int(words[-1]) if words and words[-1].isdigit() else None
 
 
 class RunFolder:
@@ -58,18 +68,27 @@ class RunFolder:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
             handle.close()
-            raise ConfigError(
-                f"{str(self.path)!r} is being written by {holder}. Wait for it to finish, or "
-                "choose another --out; two runs in one folder would mix their results."
-            ) from None
+            raise ConfigError(self._refusal()) from None
         handle.seek(0)
         handle.truncate()
-        handle.write(f"protofl process {os.getpid()}\n")
+        handle.write(f"{HOLDER} {os.getpid()}\n")
         handle.flush()
         self._lock = handle
+
+    def _refusal(self) -> str:
+        pid = lock_holder_pid(self.path / LOCK)
+        if pid is None:
+            return (
+                f"{str(self.path)!r} is being written by another process. Wait for it to "
+                "finish, or choose another --out; two runs in one folder would mix their results."
+            )
+        return (
+            f"{str(self.path)!r} is being written by protofl process {pid}. Wait for it to "
+            f"finish, or end it (kill {pid}) if it should not run: a Flower ServerApp whose "
+            "SuperLink was killed keeps running for a while and holds its run folder. "
+            "Or choose another --out; two runs in one folder would mix their results."
+        )
 
     def close(self) -> None:
         if self.board is not None:
