@@ -24,6 +24,7 @@ import torch
 from protofl.errors import DataError
 from protofl.payloads import GlobalState, Prototypes, StateDict
 from protofl.records import RoundRecord
+from protofl.results import how_to_continue, write_failure
 from protofl.sim.simulator import Simulation
 
 CHECKPOINT = "checkpoint.pt"
@@ -62,11 +63,9 @@ def save_snapshot(out_dir: Path, snapshot: Snapshot) -> Path:
         os.replace(temporary, path)
     except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
         temporary.unlink(missing_ok=True)
-        kept = "the previous checkpoint is intact" if path.exists() else "no checkpoint yet"
         raise DataError(
-            f"could not write the checkpoint of round {state.round} to {path} "
-            f"({type(err).__name__}: {err}); {kept}. Is the disk full or read-only? Free "
-            f"space, then continue with protofl run --resume {out_dir}"
+            f"could not write the checkpoint of round {state.round} to {path}: "
+            f"{write_failure(err, out_dir)}. {how_to_continue(out_dir)}"
         ) from err
     return path
 

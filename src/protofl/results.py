@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,34 @@ def write_json(path: Path, payload: Any) -> None:
     os.replace(temporary, path)
 
 
+def write_failure(err: BaseException, folder: Path) -> str:
+    """Why a write failed, in words: torch reports a full disk as "unexpected pos"."""
+    code = getattr(err, "errno", None)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if code == errno.ENOSPC or (free is not None and free < 1 << 20):
+        shown = "" if free is None else f", {free // 1024} KiB free"
+        return f"the disk is full ({folder}{shown})"
+    if code in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return f"the folder cannot be written ({getattr(err, 'strerror', None) or err})"
+    return f"{type(err).__name__}: {err}"
+
+
+def how_to_continue(folder: Path) -> str:
+    """What to do after a failed write: resume from the last checkpoint, or start again."""
+    if (folder / "checkpoint.pt").is_file():
+        return (
+            "The previous round's checkpoint is intact: free space, then continue with "
+            f"protofl run --resume {folder}"
+        )
+    return (
+        "No checkpoint was written yet, so there is nothing to resume: free space, then start "
+        f"the run again with --overwrite (--out {folder})"
+    )
+
+
 def append_round(path: Path, record: RoundRecord) -> None:
     """Append one round to ``metrics.jsonl`` and flush it to disk."""
     try:
@@ -53,9 +83,8 @@ def append_round(path: Path, record: RoundRecord) -> None:
             os.fsync(handle.fileno())
     except OSError as err:
         raise DataError(
-            f"could not record round {record.round} in {path / 'metrics.jsonl'} "
-            f"({err.strerror or err}); the checkpoint of the round before is intact. Is the "
-            f"disk full? Free space, then continue with protofl run --resume {path}"
+            f"could not record round {record.round} in {path / 'metrics.jsonl'}: "
+            f"{write_failure(err, path)}. {how_to_continue(path)}"
         ) from err
 
 
