@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from protofl.errors import ConfigError
 from protofl.payloads import GlobalState
 from protofl.records import Observer, RoundRecord
 from protofl.run_folder import RunFolder
+from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)
@@ -194,10 +195,28 @@ def run(
     return execute(simulation, config, resolved, observer, write, overwrite)
 
 
+def model_from_factory(factory: Callable[[], nn.Module], seed: int) -> nn.Module:
+    """Call ``factory`` with torch's global RNG seeded from the run's seed (the same derived
+    seed the CLI builds its models under), leaving the caller's RNG state as it was."""
+    if not callable(factory):
+        raise ConfigError(
+            f"model must be a torch.nn.Module or a class/function that returns one; got "
+            f"{type(factory).__name__}."
+        )
+    with seeded_torch(derive_seed(seed, "model")):
+        model = factory()
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"the model factory {getattr(factory, '__name__', factory)!r} returned "
+            f"{type(model).__name__}, not a torch.nn.Module."
+        )
+    return model
+
+
 def train_federated(
     clients: Sequence[ClientArrays],
     test_sets: Mapping[str, tuple[Any, Any]],
-    model: nn.Module,
+    model: nn.Module | Callable[[], nn.Module],
     config: RunConfig | None = None,
     num_classes: int | None = None,
     observer: Observer | None = None,
@@ -205,6 +224,11 @@ def train_federated(
     resume_dir: str | Path | None = None,
 ) -> RunResult:
     """Train ``model`` federated over user-supplied per-client arrays.
+
+    ``model`` is a model, or a class or function that makes one (``Net``, not ``Net()``).
+    A factory is called under the run's seed, so the same seed gives the same initial
+    weights and the same results; a ready model keeps the weights it was made with, which
+    depend on torch's global random state unless you seeded it before making it.
 
     ``clients`` hold each client's inputs and labels (any accepted label format) and the
     name of its domain; ``test_sets`` map a domain name to ``(inputs, labels)`` for
@@ -214,6 +238,8 @@ def train_federated(
     continues such a run from its checkpoint (same data, model and settings).
     """
     config = config or RunConfig()
+    if not isinstance(model, nn.Module):
+        model = model_from_factory(model, config.seed)
     federation = federation_from_arrays(clients, test_sets, num_classes, config.augment)
     check_labels_fit_head(model, federation)
     device = resolve_device(config.device)
