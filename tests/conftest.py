@@ -5,10 +5,16 @@ are marked ``slow``: ``pytest -m "not slow"`` is the quick local loop; CI runs e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 import torch
+
+# The suite means the same on a GPU machine: every run in it (device="auto" included) and
+# every process it starts runs on the CPU, where the golden files were recorded. CUDA starts
+# lazily, so hiding the GPUs here, before any test touches CUDA, is enough.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
 @pytest.fixture(scope="module")

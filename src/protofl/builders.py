@@ -260,6 +260,11 @@ def check_labels_fit_head(model: nn.Module, federation: Federation) -> None:
     with a 4-output head is a data question first."""
     first = federation.clients[0]
     example = first.transform.eval(first.source.inputs[first.indices[:2]])
+    parameter = next(model.parameters(), None)
+    if parameter is not None:  # a model already on a GPU (or in float64) gets its own kind
+        example = example.to(parameter.device)
+        if example.is_floating_point() and parameter.is_floating_point():
+            example = example.to(parameter.dtype)
     was_training = model.training
     model.eval()
     with torch.no_grad():

@@ -159,7 +159,7 @@ def masked_weighted_update(
         updates = torch.stack([u[key].to(dtype) for u in masked_updates])  # [K, ...]
         kept = torch.stack([m[key] for m in masks]).to(dtype)  # [K, ...]
         shape = (-1,) + (1,) * global_value.dim()
-        adjusted = aggregation_weights.to(dtype).view(shape) * kept  # [K, ...]
+        adjusted = aggregation_weights.to(kept.device, dtype).view(shape) * kept  # [K, ...]
         total = adjusted.sum(dim=0)  # [...]
         step = (adjusted * updates).sum(dim=0) / torch.where(total > 0, total, 1.0)
         new_value = global_value.to(dtype) - step
@@ -214,11 +214,15 @@ def fedheal_combine(
         masked.append(update)
         masks.append(mask)
         new_histories.append(new_history)
+    previous_weights, previous_increments = previous_weights.cpu(), previous_increments.cpu()
+    seen = seen.cpu()
     if fixed_weights is not None:
-        normalised = fixed_weights.double() / fixed_weights.double().sum()
+        fixed = fixed_weights.double().cpu()
+        normalised = fixed / fixed.sum()
         weights, increments = previous_weights.double(), previous_increments.double()
     else:
-        distances = torch.stack([update_distance(u, parameter_names) for u in masked])  # [K]
+        # [K] bookkeeping lives on the CPU (docs: where tensors live); weights stay put
+        distances = torch.stack([update_distance(u, parameter_names).cpu() for u in masked])
         normalised, weights, increments = fedheal_client_weights(
             distances, previous_weights, previous_increments, seen, distance_momentum
         )

@@ -52,9 +52,10 @@ def privatize(
     if not privacy.enabled:
         return prototypes
     clipped = clip_rows(prototypes.vectors, privacy.clip_norm)
+    # drawn where the generator lives, then moved: any pairing of devices works
     noise = torch.randn(
-        clipped.shape, generator=generator, device=clipped.device, dtype=clipped.dtype
-    )
+        clipped.shape, generator=generator, device=generator.device, dtype=clipped.dtype
+    ).to(clipped.device)
     noised = clipped + noise * (privacy.noise_multiplier * privacy.clip_norm)
     return prototypes.with_vectors(noised)
 

@@ -74,8 +74,10 @@ def _finch() -> Any:
 def cluster_prototypes(local: Prototypes) -> Prototypes:
     """Per class, FINCH-cluster the local prototypes and return each cluster's plain mean.
 
-    ``support`` of a cluster prototype is the number of local prototypes in it.
+    ``support`` of a cluster prototype is the number of local prototypes in it. FINCH runs
+    on the CPU, so the result lies there whatever device ``local`` came from.
     """
+    local = local.to("cpu")
     vectors, labels, supports = [], [], []
     for cls in torch.unique(local.labels).tolist():
         members = local.vectors[local.labels == cls]  # [n, D]

@@ -151,7 +151,8 @@ def _history(stored: StateDict, client_id: str) -> StateDict:
 
 def _per_client(stored: StateDict, kind: str, ids: list[str]) -> torch.Tensor:  # [K]
     zero = torch.zeros((), dtype=torch.float64)
-    return torch.stack([stored.get(_key(kind, cid), zero).double() for cid in ids])
+    # on the CPU: a resumed state may hold these on the model's device
+    return torch.stack([stored.get(_key(kind, cid), zero).double().cpu() for cid in ids])
 
 
 def with_fedheal(inner: AlgorithmSpec, name: str, summary: str) -> AlgorithmSpec:

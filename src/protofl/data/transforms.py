@@ -7,6 +7,7 @@ torchvision) and normalised with the ImageNet mean and std, all as tensor ops on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,9 +75,16 @@ class ImagePipeline:
         return self._normalise(batch.float().div_(255))
 
     def _normalise(self, images: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+        mean = channel_constants(self.mean, images.device)
+        std = channel_constants(self.std, images.device)
         return (images - mean) / std
+
+
+@functools.lru_cache(maxsize=64)
+def channel_constants(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """[1, C, 1, 1] float32 on ``device``, made once: building it per batch would copy from
+    the host every step, and each such copy to a GPU waits for all queued work."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
 
 class PassThrough:

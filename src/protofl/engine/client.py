@@ -58,7 +58,9 @@ def run_client_round(
     prototypes = result.prototypes
     if prototypes is not None and privacy.enabled:
         noise_seed = derive_seed(seed, "privacy", client_index, message.round)
-        prototypes = privatize(prototypes, privacy, torch_generator(noise_seed, device))
+        # payloads live on the CPU, and so does the noise's generator: the same noise on
+        # every device (a CUDA generator cannot draw onto CPU prototypes)
+        prototypes = privatize(prototypes.to("cpu"), privacy, torch_generator(noise_seed, "cpu"))
     update = ClientUpdate(
         client_id=client.client_id,
         num_samples=len(client),

@@ -73,7 +73,12 @@ FP32 = Precision("fp32", "cpu")
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively (not by slow emulation)."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # Compute capability 8.0 (Ampere) and later have bf16 tensor cores; below that
+        # (T4, V100, P100) torch emulates bf16 GEMMs and cuDNN has no bf16 convolutions, so
+        # bf16 there is slower than fp32 and costs accuracy. is_bf16_supported() says True on
+        # those by default (including_emulation=True) and reads the current device, not
+        # this one; ask about this device's capability instead.
+        return torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
         return bool(torch.backends.mkldnn.is_available() and _cpu_has_bf16())
     return False

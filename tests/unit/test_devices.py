@@ -1,0 +1,90 @@
+"""Where tensors live, checked on a CPU: the suite sees no GPU, ``precision=auto`` asks the
+GPU itself whether bf16 is native, a model on another device still gets the label check, the
+normalisation constants are made once per device, and payloads come back on the CPU."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from protofl.builders import check_labels_fit_head, resolve_device
+from protofl.data import ClientArrays
+from protofl.data.transforms import ImagePipeline, channel_constants
+from protofl.data.user import federation_from_arrays
+from protofl.engine.precision import native_bf16
+from protofl.errors import DataError
+
+
+def test_the_suite_sees_no_gpu() -> None:
+    """tests/conftest.py hides GPUs: device="auto" means the CPU in every test."""
+    assert os.environ.get("CUDA_VISIBLE_DEVICES") == "" or torch.cuda.device_count() == 0
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("capability", "native"),
+    [((7, 5), False), ((7, 0), False), ((6, 0), False), ((8, 0), True), ((9, 0), True)],
+    ids=["T4", "V100", "P100", "A100", "H100"],
+)
+def test_auto_picks_bf16_only_on_gpus_that_compute_it_natively(
+    capability: tuple[int, int], native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.cuda.is_bf16_supported() says True on a T4 (emulation counts by default)."""
+    asked = []
+
+    def fake_capability(device: torch.device) -> tuple[int, int]:
+        asked.append(device)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", fake_capability)
+    assert native_bf16(torch.device("cuda", 1)) is native
+    assert asked == [torch.device("cuda", 1)]  # that GPU, not the current one
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(2, 4)
+        self.out = nn.Linear(4, 2)  # two outputs
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(z)
+
+
+def test_a_model_on_another_device_still_gets_the_label_check() -> None:
+    """A model already moved elsewhere (a GPU; here the meta device, which likewise refuses
+    CPU inputs) used to skip the check silently; a label 5 then became a device-side assert."""
+    x = np.zeros((6, 2), dtype=np.float32)
+    federation = federation_from_arrays(
+        [ClientArrays(x, np.array([0, 1, 5, 0, 1, 5]), domain="a")],
+        {"a": (x, np.zeros(6, dtype=np.int64))},
+        None,
+        False,
+    )
+    with pytest.raises(DataError, match="client"):
+        check_labels_fit_head(Tiny().to("meta"), federation)
+
+
+def test_normalisation_constants_are_made_once_per_device() -> None:
+    """Not per batch: on a GPU each host-to-device copy waits for all queued work."""
+    pipeline = ImagePipeline()
+    batch = torch.randint(0, 255, (4, 3, 8, 8), dtype=torch.uint8)
+    pipeline.eval(batch)
+    before = channel_constants.cache_info()
+    for _ in range(3):
+        pipeline.eval(batch)
+        pipeline.train(batch, torch.Generator().manual_seed(0))
+    after = channel_constants.cache_info()
+    assert after.misses == before.misses and after.hits == before.hits + 12
+    expected = (batch.float() / 255 - torch.tensor(pipeline.mean).view(1, 3, 1, 1)) / torch.tensor(
+        pipeline.std
+    ).view(1, 3, 1, 1)
+    torch.testing.assert_close(pipeline.eval(batch), expected)
