@@ -27,7 +27,7 @@ from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError, DataError
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.models.base import feature_model
-from protofl.privacy import PrototypePrivacy, epsilons
+from protofl.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.registry import unknown_name_message
 from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Simulation
@@ -224,7 +224,10 @@ def algorithm_for(
 
 def privacy_of(config: RunConfig) -> PrototypePrivacy:
     return PrototypePrivacy(
-        config.privacy_clip_norm, config.privacy_noise_multiplier, config.privacy_delta
+        config.privacy_clip_norm,
+        config.privacy_noise_multiplier,
+        config.privacy_delta,
+        seeded=config.privacy_noise == "seeded",
     )
 
 
@@ -243,12 +246,16 @@ def run_facts(
 ) -> dict[str, Any]:
     """What a run resolved at start, for ``config.json`` (simulator and Flower server)."""
     planned = epsilons(privacy, config.rounds)[-1] if privacy.enabled else None
-    return {
+    facts: dict[str, Any] = {
         "device": str(device),
         "precision": precision,
         "privacy_epsilon_planned": planned,
         "feature_dim": feature_dim,
     }
+    if privacy.enabled and privacy.seeded:
+        facts["privacy_warning"] = SEEDED_NOISE_WARNING
+        logger.warning(SEEDED_NOISE_WARNING)
+    return facts
 
 
 def _as_dict(options: Any) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class RunConfig:
     privacy_clip_norm: float = 0.0  # > 0: clip each uploaded prototype to this L2 norm
     privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm
     privacy_delta: float = 1e-5  # the delta at which the spent epsilon is reported
+    # secure: noise from the OS's randomness, unknown to the server; seeded: reproducible from
+    # the run's seed, so anyone who knows the seed (the server) can remove it
+    privacy_noise: str = "secure"
     label_skew: float = 0.0  # > 0: Dirichlet(alpha) class split among a domain's clients
     tensorboard: bool = False  # event files (scalars, prototype projector) in the run folder
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
@@ -128,6 +131,11 @@ def _check_privacy(config: RunConfig) -> None:
         )
     if not 0 < config.privacy_delta < 1:
         raise ConfigError(f"privacy_delta must lie in (0, 1); got {config.privacy_delta}.")
+    if config.privacy_noise not in ("secure", "seeded"):
+        raise ConfigError(
+            f"privacy_noise must be 'secure' (the default) or 'seeded'; got "
+            f"{config.privacy_noise!r}."
+        )
 
 
 WEIGHT_RULES = ("mean", "median", "trimmed-mean")  # protofl.aggregation.make_combiner

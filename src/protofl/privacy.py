@@ -15,12 +15,14 @@ guarantee needs DP on the weights too (e.g. DP-SGD), which protofl does not prov
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 import torch
 
 from protofl.errors import ConfigError
 from protofl.payloads import Prototypes
+from protofl.seeding import derive_seed, torch_generator
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,32 @@ class PrototypePrivacy:
     clip_norm: float = 0.0
     noise_multiplier: float = 0.0
     delta: float = 1e-5
+    seeded: bool = False  # noise reproducible from the run's seed: see noise_generator
 
     @property
     def enabled(self) -> bool:
         return self.clip_norm > 0
+
+
+SEEDED_NOISE_WARNING = (
+    "privacy_noise='seeded': the prototype noise is drawn from the run's seed, so anyone who "
+    "knows the seed (the server does) can regenerate and remove it; the reported "
+    "privacy_epsilon holds against nobody who knows the seed. For tests and reproducing a run "
+    "only."
+)
+
+
+def noise_generator(privacy: PrototypePrivacy, seed: int, *path: int | str) -> torch.Generator:
+    """The CPU generator of a client's noise in one round.
+
+    By default it is seeded from the operating system's secure randomness (63 bits, never
+    written anywhere), so nobody can regenerate the noise from the run's configuration: the
+    server, which knows the seed, is exactly who the noise must hide the prototypes from. With
+    ``seeded`` it is derived from the run's seed and ``path`` (reproducible, and removable).
+    """
+    if privacy.seeded:
+        return torch_generator(derive_seed(seed, "privacy", *path), "cpu")
+    return torch_generator(secrets.randbits(63), "cpu")
 
 
 def clip_rows(vectors: torch.Tensor, clip_norm: float) -> torch.Tensor:

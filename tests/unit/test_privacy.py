@@ -69,3 +69,81 @@ def test_a_private_run_reports_its_budget() -> None:
     spent = [r.privacy_epsilon for r in result.history]
     assert spent == pytest.approx(epsilons(PrototypePrivacy(1.0, 1.0), 2))
     assert result.resolved["privacy_epsilon_planned"] == pytest.approx(spent[-1])
+
+
+def private_update(noise: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One FPL client round on tiny data: (uploaded prototypes, the clean ones)."""
+    import dataclasses
+
+    from protofl import RunConfig
+    from protofl.builders import algorithm_for, local_settings, privacy_of
+    from protofl.data.user import federation_from_arrays
+    from protofl.engine.client import copy_state, run_client_round
+
+    from tiny_data import TinyNet, tiny_clients
+
+    clients, tests = tiny_clients(per_client=24)
+    federation = federation_from_arrays(clients, tests, None, False)
+    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32", seed=7,
+                       privacy_clip_norm=1.0, privacy_noise_multiplier=1.0,
+                       privacy_noise=noise)  # fmt: skip
+    torch.manual_seed(0)
+    model = TinyNet()
+    example = federation.clients[0].transform.eval(federation.clients[0].source.inputs[:2])
+    algorithm, _ = algorithm_for(config, model, example, 4, len(federation.clients))
+    state = algorithm.init_state(copy_state(model))
+    message = algorithm.message(state)
+    uploaded = []
+    for privacy in (privacy_of(config), dataclasses.replace(privacy_of(config), clip_norm=0.0)):
+        worker = TinyNet()
+        update, _ = run_client_round(
+            algorithm, worker, federation.clients[0], 0, message, {},
+            local_settings(config), config.seed, privacy=privacy,
+        )  # fmt: skip
+        assert update.prototypes is not None
+        uploaded.append(update.prototypes.vectors)
+    return uploaded[0], clip_rows(uploaded[1], 1.0)
+
+
+def test_the_server_cannot_remove_the_noise_by_regenerating_it_from_the_seed() -> None:
+    """The server knows the run's seed. By default the noise does not come from it: drawing
+    the seed-derived noise and subtracting it leaves the prototypes as noisy as before."""
+    from protofl.seeding import derive_seed
+
+    noisy, clean = private_update("secure")
+    guess = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(
+        derive_seed(7, "privacy", 0, 1)))  # fmt: skip
+    error_before = (noisy - clean).norm().item()
+    error_after = (noisy - guess - clean).norm().item()
+    assert error_before > 1.0 and error_after > error_before  # noise of std 1 per coordinate
+    again, _ = private_update("secure")
+    assert not torch.equal(noisy, again)  # a fresh secret draw each time
+
+
+def test_seeded_noise_is_reproducible_and_removable_as_its_warning_says() -> None:
+    from protofl.seeding import derive_seed
+
+    noisy, clean = private_update("seeded")
+    again, _ = private_update("seeded")
+    assert torch.equal(noisy, again)
+    guess = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(
+        derive_seed(7, "privacy", 0, 1)))  # fmt: skip
+    assert (noisy - guess - clean).norm().item() < 1e-4
+
+
+def test_a_seeded_private_run_says_its_epsilon_does_not_hold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from protofl import RunConfig, train_federated
+
+    from tiny_data import TinyNet, tiny_clients
+
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32",
+                       privacy_clip_norm=1.0, privacy_noise_multiplier=1.0,
+                       privacy_noise="seeded")  # fmt: skip
+    result = train_federated(clients, tests, TinyNet, config)
+    assert "holds against nobody who knows the seed" in result.resolved["privacy_warning"]
+    assert "holds against nobody who knows the seed" in caplog.text
+    with pytest.raises(ConfigError, match="privacy_noise must be 'secure'"):
+        RunConfig(privacy_noise="random")

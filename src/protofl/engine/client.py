@@ -12,7 +12,7 @@ from protofl.engine.data import ClientData
 from protofl.engine.local import Forward, LocalSettings, train_locally
 from protofl.engine.precision import FP32, Precision
 from protofl.payloads import ClientUpdate, ServerMessage, StateDict
-from protofl.privacy import PrototypePrivacy, privatize
+from protofl.privacy import PrototypePrivacy, noise_generator, privatize
 from protofl.seeding import derive_seed, seeded_torch, torch_generator
 
 NO_PRIVACY = PrototypePrivacy()
@@ -57,10 +57,10 @@ def run_client_round(
     result = hooks.finish(worker, outcome.prototypes)
     prototypes = result.prototypes
     if prototypes is not None and privacy.enabled:
-        noise_seed = derive_seed(seed, "privacy", client_index, message.round)
-        # payloads live on the CPU, and so does the noise's generator: the same noise on
-        # every device (a CUDA generator cannot draw onto CPU prototypes)
-        prototypes = privatize(prototypes.to("cpu"), privacy, torch_generator(noise_seed, "cpu"))
+        # payloads live on the CPU, and so does the noise's generator (a CUDA generator
+        # cannot draw onto CPU prototypes); its seed is secret unless privacy.seeded
+        generator = noise_generator(privacy, seed, client_index, message.round)
+        prototypes = privatize(prototypes.to("cpu"), privacy, generator)
     update = ClientUpdate(
         client_id=client.client_id,
         num_samples=len(client),
