@@ -29,6 +29,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.builders import prepare  # noqa: E402
+from protofl.checkpoint import load_snapshot  # noqa: E402
 from protofl.errors import ConfigError, TrainingError  # noqa: E402
 from protofl.flower.client import (  # noqa: E402
     PARTITION_ID,
@@ -39,7 +40,14 @@ from protofl.flower.client import (  # noqa: E402
 )
 from protofl.flower.codec import CLIENT_STATE  # noqa: E402
 from protofl.flower.project import write_app  # noqa: E402
-from protofl.flower.server import benchmark_server, run_server, server_from_arrays  # noqa: E402
+from protofl.flower.server import (  # noqa: E402
+    NODES,
+    benchmark_server,
+    decode_nodes,
+    encode_nodes,
+    run_server,
+    server_from_arrays,
+)
 from protofl.flower.settings import (  # noqa: E402
     FlowerSettings,
     settings_from_run_config,
@@ -275,14 +283,66 @@ def test_waits_for_the_expected_nodes_then_goes_on_with_fewer(
     assert "1 of 2 expected SuperNodes connected" in caplog.text
 
 
-def test_a_repeated_client_index_counts_once(caplog: pytest.LogCaptureFixture) -> None:
+def test_two_new_nodes_claiming_one_client_are_both_refused_and_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Which of two new nodes lies cannot be told from the payload: neither is counted."""
     config = dataclasses.replace(TINY, rounds=1)
     same = tiny_client(1, config)
     grid = FakeGrid({1: trains(tiny_client(0, config)), 2: trains(same), 3: trains(same)})
     with caplog.at_level(logging.WARNING, logger="protofl"):
         result = run_server(grid, tiny_server(config), write=False)
-    assert list(result.history[0].clients) == ["red-0", "red-1"]
-    assert "round 1, node 3: sent client index 1 (red-1) again" in caplog.text
+    assert list(result.history[0].clients) == ["red-0"]
+    assert "node 2: claimed client index 1 together with node(s) 3" in caplog.text
+    assert "node 3: claimed client index 1 together with node(s) 2" in caplog.text
+
+
+def test_a_node_posing_as_another_client_is_refused_and_named(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Identity comes from the transport: node 9 joins in round 2 claiming client 1, which
+    node 2 holds. Node 2 is still counted as red-1; node 9 is named as the newcomer. A node
+    cannot switch to another client either."""
+    config = dataclasses.replace(TINY, rounds=3)
+    honest = {1: trains(tiny_client(0, config)), 2: trains(tiny_client(1, config))}
+    grid = FakeGrid(dict(honest))
+    strategy = ProtoflStrategy(tiny_server(config))
+
+    def after_round(record: RoundRecord) -> None:
+        if record.round == 1:
+            grid.nodes[9] = trains(tiny_client(1, config))  # the liar claims client 1
+        if record.round == 2:
+            del grid.nodes[9]
+            grid.nodes[1] = trains(tiny_client(1, config))  # node 1 now claims client 1 too
+
+    with caplog.at_level(logging.WARNING, logger="protofl"):
+        history = strategy.run(grid, after_round)
+    assert [sorted(r.clients) for r in history] == [["red-0", "red-1"]] * 2 + [["red-1"]]
+    assert "node 9: claimed client index 1, which node 2 holds; dropped (the newcomer)" in (
+        caplog.text
+    )
+    assert "node 1: holds client index 0 but claimed client index 1; dropped" in caplog.text
+    assert strategy.node_of == {0: 1, 1: 2}
+
+
+def test_a_client_moves_to_a_new_node_when_its_node_is_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A restarted SuperNode gets a new node id: its client follows it once the old node
+    is no longer connected."""
+    config = dataclasses.replace(TINY, rounds=2)
+    grid = FakeGrid({1: trains(tiny_client(0, config)), 2: trains(tiny_client(1, config))})
+    strategy = ProtoflStrategy(tiny_server(config))
+
+    def after_round(record: RoundRecord) -> None:
+        if record.round == 1:
+            grid.nodes[5] = grid.nodes.pop(2)
+
+    with caplog.at_level(logging.WARNING, logger="protofl"):
+        history = strategy.run(grid, after_round)
+    assert sorted(history[1].clients) == ["red-0", "red-1"]
+    assert strategy.node_of == {0: 1, 1: 5}
+    assert "client index 1 moves from node 2 (no longer connected) to node 5" in caplog.text
 
 
 def test_each_message_has_its_own_records_a_ttl_and_the_train_type() -> None:
@@ -469,6 +529,10 @@ def test_a_crashed_server_resumes_from_its_checkpoint_with_the_same_metrics(
     cut_config = dataclasses.replace(config, out=str(tmp_path / "cut"))
     with pytest.raises(ConnectionError):
         run_server(CrashingGrid(app, {}, node_ids=nodes, crash_round=3), tiny_server(cut_config))
+    # the checkpoint keeps which node holds which client, so a node that joins while the
+    # server is down cannot take over a client whose node is still connected
+    saved = load_snapshot(tmp_path / "cut", whole.strategy.state.weights, torch.device("cpu"))
+    assert decode_nodes(saved.client_states[NODES]) == dict(enumerate(nodes))
     with pytest.raises(ConfigError, match=r"flower\.resume=true"):
         run_server(InProcessGrid(app, {}, node_ids=nodes), tiny_server(cut_config))
     resumed = run_server(
@@ -480,6 +544,11 @@ def test_a_crashed_server_resumes_from_its_checkpoint_with_the_same_metrics(
         assert_close(flat(without_timing(got)), flat(without_timing(want)))
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_node_ids_survive_the_checkpoint_encoding() -> None:
+    bindings = {0: 2**64 - 1, 1: 0, 7: 2**63 + 12345, 3: 31}  # Flower's ids are unsigned 64-bit
+    assert decode_nodes(encode_nodes(bindings)) == bindings
 
 
 def test_client_sampling_draws_the_same_clients_and_numbers_as_the_simulator() -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
@@ -89,7 +90,8 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
 
     def after_round(record: RoundRecord) -> None:
         if folder is not None:  # the server's side; the clients' state stays on the nodes
-            folder.round_done(Snapshot(strategy.state, strategy.history))
+            nodes = {NODES: encode_nodes(strategy.node_of)}
+            folder.round_done(Snapshot(strategy.state, strategy.history, nodes))
 
     with folder if folder is not None else contextlib.nullcontext():
         history = strategy.run(grid, after_round)
@@ -97,6 +99,21 @@ def run_server(grid: Any, setup: ServerSetup, write: bool = True) -> FlowerResul
         if folder is not None:
             folder.finish(summary)
     return FlowerResult(history, summary, strategy, folder.path if folder else None)
+
+
+NODES = "flower.nodes"  # the checkpoint entry holding which node holds which client
+
+
+def encode_nodes(node_of: dict[int, int]) -> dict[str, torch.Tensor]:
+    """{client index: node id} as tensors; node ids are unsigned 64-bit, kept as two halves."""
+    return {
+        str(index): torch.tensor([node >> 32, node & 0xFFFFFFFF], dtype=torch.int64)
+        for index, node in node_of.items()
+    }
+
+
+def decode_nodes(stored: Mapping[str, torch.Tensor]) -> dict[int, int]:
+    return {int(index): int(pair[0]) << 32 | int(pair[1]) for index, pair in stored.items()}
 
 
 def _open_folder(setup: ServerSetup, strategy: ProtoflStrategy) -> RunFolder:
@@ -121,6 +138,7 @@ def _open_folder(setup: ServerSetup, strategy: ProtoflStrategy) -> RunFolder:
         folder.close()
         raise ConfigError(f"{str(out)!r} already finished all {config.rounds} rounds.")
     strategy.state, strategy.history = snapshot.state, snapshot.history
+    strategy.node_of = decode_nodes(snapshot.client_states.get(NODES, {}))
     folder.rewrite(snapshot.history)
     logger.info("resuming %s after round %d", out, snapshot.state.round)
     return folder

@@ -94,6 +94,10 @@ class ProtoflStrategy:
         self._warned = False  # a collapse is reported once per run
         self._ids: dict[int, str] = {}  # client index -> id, as seen in updates
         self._absent: list[str] = []
+        # client index -> the node that holds it. Who a reply is from comes from the
+        # transport (the message it answers was sent to that node), never from the payload:
+        # a node claiming another node's client is refused, and named.
+        self.node_of: dict[int, int] = {}
 
     def run(
         self, grid: Grid, after_round: Callable[[RoundRecord], None] | None = None
@@ -237,7 +241,9 @@ class ProtoflStrategy:
         # Map each reply to the node it was sent to: an error reply the SuperLink makes for
         # an unreachable node comes from the SuperLink's own node id, not the node's.
         destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+        connected = {m.metadata.dst_node_id for m in sent}
         answered: set[int] = set()
+        claims: dict[int, list[tuple[int, ClientUpdate, str | None]]] = {}
         for reply in replies:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
@@ -248,14 +254,14 @@ class ProtoflStrategy:
                 rejected[f"node {node}"] = decoded
                 continue
             update, index, problem = decoded
-            if problem is not None:  # as the simulator: bad prototypes out, weights still in
-                rejected[update.client_id] = f"prototypes rejected: {problem}"
-            if index in received:
-                rejected[f"node {node}"] = (
-                    f"sent client index {index} ({update.client_id}) again; dropped. "
-                    "Fix: give every SuperNode its own partition-id."
-                )
-            else:
+            claims.setdefault(index, []).append((node, update, problem))
+        for index, claimants in sorted(claims.items()):
+            chosen = self._bind(index, [node for node, _, _ in claimants], connected, rejected)
+            for node, update, problem in claimants:
+                if node != chosen:
+                    continue
+                if problem is not None:  # as the simulator: bad prototypes out, weights in
+                    rejected[update.client_id] = f"prototypes rejected: {problem}"
                 received[index] = update
         timeout = self.setup.settings.round_timeout
         for node in sorted({m.metadata.dst_node_id for m in sent} - answered):
@@ -263,6 +269,53 @@ class ProtoflStrategy:
         for who, why in rejected.items():
             logger.warning("round %d, %s: %s", round_index, who, why)
         return received, rejected
+
+    def _bind(
+        self, index: int, nodes: list[int], connected: set[int], rejected: dict[str, str]
+    ) -> int | None:
+        """Which of ``nodes`` (each claiming client ``index`` this round) is counted, or None.
+
+        The node that holds the index keeps it; a node holding another index cannot take a
+        second one; the index moves to a new node only when its holder is no longer
+        connected (a restarted SuperNode gets a new node id). Two new nodes claiming one
+        free index in one round are both refused: which one lies cannot be told.
+        """
+        holder = self.node_of.get(index)
+        held = {node: i for i, node in self.node_of.items()}
+        candidates = []
+        for node in nodes:
+            other = held.get(node)
+            if other is not None and other != index:
+                rejected[f"node {node}"] = (
+                    f"holds client index {other} but claimed client index {index}; dropped"
+                )
+            elif holder is not None and node != holder and holder in connected:
+                rejected[f"node {node}"] = (
+                    f"claimed client index {index}, which node {holder} holds; dropped (the "
+                    "newcomer). Fix: give every SuperNode its own partition-id."
+                )
+            else:
+                candidates.append(node)
+        if len(candidates) > 1:
+            for node in candidates:
+                rejected[f"node {node}"] = (
+                    f"claimed client index {index} together with node(s) "
+                    f"{', '.join(str(n) for n in candidates if n != node)}; none is counted "
+                    "until one of them is gone. Fix: give every SuperNode its own partition-id."
+                )
+            return None
+        if not candidates:
+            return None
+        chosen = candidates[0]
+        if holder is not None and holder != chosen:
+            logger.warning(
+                "client index %d moves from node %d (no longer connected) to node %d",
+                index,
+                holder,
+                chosen,
+            )
+        self.node_of[index] = chosen
+        return chosen
 
     def _decode(
         self, node: int, reply: Message, expected: Expected
