@@ -31,6 +31,11 @@ class RoundRecord:
     # clients expected this round whose update did not arrive (on Flower: a node that died
     # or did not answer), by client id where it was seen before
     absent: list[str] = field(default_factory=list)
+    # fairness and pooled accuracy; None in records written before protofl recorded them
+    domain_std: float | None = None  # sample std (n - 1) of per_domain_accuracy
+    worst_domain: str | None = None
+    worst_domain_accuracy: float | None = None
+    pooled_accuracy: float | None = None  # correct over all domains' test samples
 
 
 class Observer(Protocol):

@@ -13,6 +13,7 @@ from typing import Any
 
 from protofl.errors import ConfigError, DataError
 from protofl.records import RoundRecord
+from protofl.stats import domain_std, worst_domain
 
 LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
 
@@ -97,22 +98,30 @@ def rewrite_rounds(path: Path, history: Sequence[RoundRecord]) -> None:
 
 
 def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, Any]:
-    """Final-round accuracies plus the paper's last-5-rounds mean, the best round, timing."""
+    """Final-round accuracies plus the paper's last-5-rounds mean, the best round, timing.
+
+    The spread across domains and the worst domain of the last rounds are those of their
+    per-domain means (the numbers a table shows side by side), not means of each round's."""
     final = history[-1]
     tail = history[-LAST_ROUNDS:]
     domains = list(final.per_domain_accuracy)
     best = max(history, key=lambda record: record.mean_accuracy)
     train = sum(r.train_seconds for r in history)
     evaluation = sum(r.eval_seconds for r in history)
+    tail_accuracy = {d: sum(r.per_domain_accuracy[d] for r in tail) / len(tail) for d in domains}
+    pooled = [r.pooled_accuracy for r in tail if r.pooled_accuracy is not None]
     return {
         "rounds": final.round,
         "per_domain_accuracy": final.per_domain_accuracy,
         "mean_accuracy": final.mean_accuracy,
+        **fairness(final.per_domain_accuracy, final.pooled_accuracy),
         f"last_{LAST_ROUNDS}_rounds": {
-            "per_domain_accuracy": {
-                d: sum(r.per_domain_accuracy[d] for r in tail) / len(tail) for d in domains
-            },
+            "per_domain_accuracy": tail_accuracy,
             "mean_accuracy": sum(r.mean_accuracy for r in tail) / len(tail),
+            # records written before pooled accuracy existed have none: shown as missing
+            **fairness(
+                tail_accuracy, sum(pooled) / len(tail) if len(pooled) == len(tail) else None
+            ),
             **_personal_tail(tail),
         },
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
@@ -125,6 +134,16 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
             # from every round's own record, so it stays right across resumes
             "seconds_per_round": (train + evaluation) / len(history),
         },
+    }
+
+
+def fairness(per_domain: dict[str, float], pooled: float | None) -> dict[str, Any]:
+    """The spread across domains, the worst domain and the pooled accuracy, for a summary."""
+    worst, worst_accuracy = worst_domain(per_domain)
+    return {
+        "domain_std": domain_std(per_domain),
+        "worst_domain": {"domain": worst, "accuracy": worst_accuracy},
+        "pooled_accuracy": pooled,
     }
 
 

@@ -12,8 +12,6 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 from protofl.errors import ConfigError
 
 CONFIDENCE = 0.95
@@ -67,6 +65,9 @@ def paired_comparison(
     mean = statistics.fmean(differences)
     if n < 2:
         return PairedComparison(n, mean, None, None, None, None, False, None)
+    # scipy.stats takes a second or two to import, and every round imports this module
+    from scipy import stats as scipy_stats
+
     std = statistics.stdev(differences)
     if std == 0.0:  # identical differences: the t statistic is infinite (or 0/0)
         p_value = 1.0 if mean == 0.0 else 0.0
@@ -87,6 +88,8 @@ def paired_t_power(effect: float, n: int, alpha: float = ALPHA) -> float:
     critical value."""
     if n < 2:
         raise ConfigError(f"a paired t-test needs at least 2 pairs; got n={n}.")
+    from scipy import stats as scipy_stats
+
     df, noncentrality = n - 1, abs(effect) * math.sqrt(n)
     critical = float(scipy_stats.t.ppf(1 - alpha / 2, df))
     upper = float(scipy_stats.nct.sf(critical, df, noncentrality))

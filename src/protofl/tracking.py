@@ -3,7 +3,8 @@ event files in ``<run folder>/tensorboard/``, written after every round by the s
 the Flower server alike.
 
 Scalars per round: the mean and per-domain accuracy (and the personalised ones, for
-algorithms with local layers), every loss term and the train accuracy, each client's
+algorithms with local layers), the spread across domains, the worst domain's accuracy and
+the accuracy pooled over all test samples, every loss term and the train accuracy, each client's
 metrics, the round's training and evaluation seconds and the privacy spent. The projector
 gets the prototypes the server broadcast that round, with class, kind, domain and round as
 metadata: FPL's cluster prototypes and the unbiased prototype of each class (their mean),
@@ -53,6 +54,12 @@ class TensorBoardLog:
         step = record.round
         scalars = {"accuracy/mean": record.mean_accuracy}
         scalars.update({f"accuracy/{d}": v for d, v in record.per_domain_accuracy.items()})
+        fairness = {
+            "fairness/domain_std": record.domain_std,
+            "fairness/worst_domain": record.worst_domain_accuracy,
+            "accuracy/pooled": record.pooled_accuracy,
+        }
+        scalars.update({tag: value for tag, value in fairness.items() if value is not None})
         if record.personal_accuracy is not None and record.personal_mean_accuracy is not None:
             scalars["personal_accuracy/mean"] = record.personal_mean_accuracy
             scalars.update(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from protofl.records import RoundRecord
@@ -29,3 +31,21 @@ def test_summary_of_a_resumed_run() -> None:
     assert timing["eval_seconds"] == pytest.approx(3.0)
     assert timing["seconds_per_round"] == pytest.approx(23.0 / 6)  # not 4 s / 6 rounds
     assert timing["wall_seconds"] == 4.0
+
+
+def test_summary_fairness_and_pooled_accuracy() -> None:
+    """Spread and worst domain of the last rounds' per-domain means; pooled accuracy only
+    when every round recorded it (runs from before it existed show it as missing)."""
+    history = [_record(r, {"a": 0.1 * r, "b": 0.2}, train_s=1.0) for r in range(1, 7)]
+    summary = summarise(history, wall_seconds=1.0)
+    tail = summary["last_5_rounds"]
+    # last-5 means: a 0.4, b 0.2 -> sample std sqrt(0.02), worst b
+    assert tail["domain_std"] == pytest.approx(0.02**0.5)
+    assert tail["worst_domain"] == {"domain": "b", "accuracy": pytest.approx(0.2)}
+    assert tail["pooled_accuracy"] is None and summary["pooled_accuracy"] is None
+    assert summary["worst_domain"] == {"domain": "b", "accuracy": 0.2}  # round 6: a 0.6
+    pooled = [dataclasses.replace(r, pooled_accuracy=0.01 * r.round) for r in history]
+    pooled[0] = dataclasses.replace(pooled[0], pooled_accuracy=None)  # outside the window
+    summary = summarise(pooled, wall_seconds=1.0)
+    assert summary["last_5_rounds"]["pooled_accuracy"] == pytest.approx(0.04)
+    assert summary["pooled_accuracy"] == pytest.approx(0.06)

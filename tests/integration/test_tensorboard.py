@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,9 @@ def test_scalars_and_prototype_projector_are_written(tmp_path: Path) -> None:
     assert {
         "accuracy/mean",
         "accuracy/handwritten",
+        "accuracy/pooled",
+        "fairness/domain_std",
+        "fairness/worst_domain",
         "train/ce",
         "train/cpcl",
         "time/train_seconds",
@@ -43,6 +47,13 @@ def test_scalars_and_prototype_projector_are_written(tmp_path: Path) -> None:
     assert any(tag.startswith("clients/handwritten-0/") for tag in tags)
     logged = [e.value for e in events.Scalars("accuracy/mean")]
     assert logged == pytest.approx([r.mean_accuracy for r in result.history])
+    pooled = [e.value for e in events.Scalars("accuracy/pooled")]
+    assert pooled == pytest.approx([r.pooled_accuracy for r in result.history])
+    sizes = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]["test_sizes"]
+    for record in result.history:  # correct over all test samples: a whole count of them
+        assert record.pooled_accuracy is not None
+        correct = record.pooled_accuracy * sum(sizes.values())
+        assert correct == pytest.approx(round(correct))
     projector = (board / "projector_config.pbtxt").read_text()
     assert projector.count("embeddings {") == 2  # one per round
     metadata = sorted(board.glob("*/prototypes/metadata.tsv"))

@@ -14,6 +14,7 @@ from protofl.models.base import feature_model
 from protofl.payloads import ClientUpdate, GlobalState, StateDict
 from protofl.privacy import PrototypePrivacy, epsilons
 from protofl.records import RoundRecord
+from protofl.stats import domain_std, pooled_accuracy, worst_domain
 
 
 def evaluate(
@@ -81,6 +82,8 @@ def evaluate_round(
     trained = time.perf_counter()
     model.load_state_dict(state.weights)
     per_domain = evaluate(model, test_sets, eval_batch_size, precision)
+    worst, worst_accuracy = worst_domain(per_domain)
+    sizes = {test_set.domain: len(test_set.data) for test_set in test_sets}
     return RoundRecord(
         round=state.round,
         per_domain_accuracy=per_domain,
@@ -92,6 +95,10 @@ def evaluate_round(
         eval_seconds=time.perf_counter() - trained,
         rejected=rejected,
         privacy_epsilon=epsilons(privacy, state.round)[-1] if privacy.enabled else None,
+        domain_std=domain_std(per_domain),
+        worst_domain=worst,
+        worst_domain_accuracy=worst_accuracy,
+        pooled_accuracy=pooled_accuracy(per_domain, sizes),
     )
 
 
