@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,7 +45,30 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device: {name!r} is not a torch device ({err}).") from err
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available here.")
+    if device.type == "cuda" and device.index is not None:
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise ConfigError(
+                f"device {name!r}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1} "
+                "(CUDA_VISIBLE_DEVICES may hide some)."
+            )
+        torch.cuda.set_device(device)  # what autocast, bf16 checks and compilers default to
     return device
+
+
+def configure_determinism(enabled: bool) -> None:
+    """``deterministic=true``: torch's deterministic kernels everywhere (on CUDA: atomics-free
+    ``index_add_``, cuDNN's deterministic convolutions, cuBLAS with a fixed workspace), so
+    one seed on one GPU gives the same numbers. Process-wide; off leaves torch as it is.
+
+    ``CUBLAS_WORKSPACE_CONFIG`` must be set before cuBLAS starts; set here, it holds for a
+    run whose process has not used a GPU yet (the CLI, a Flower node)."""
+    if not enabled:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
@@ -167,6 +191,7 @@ def prepare(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
 def build_simulation(
     config: RunConfig, model: nn.Module, federation: Federation, resolved: dict[str, Any]
 ) -> tuple[Simulation, dict[str, Any]]:
+    configure_determinism(config.deterministic)
     device = next(model.parameters()).device
     first = federation.clients[0]
     example = first.transform.eval(first.source.inputs[first.indices[:2]])

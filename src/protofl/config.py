@@ -56,6 +56,7 @@ class RunConfig:
     precision: str = "auto"  # auto: bf16 where the device has it natively, else fp32; fp64
     compile: str = ""  # torch.compile backend for the local forward pass ("inductor"); "": off
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    deterministic: bool = False  # torch's deterministic kernels (for GPUs; see docs/devices.md)
     out: str | None = None  # output directory; None: runs/<algorithm>-<benchmark>-<time>
     privacy_clip_norm: float = 0.0  # > 0: clip each uploaded prototype to this L2 norm
     privacy_noise_multiplier: float = 0.0  # Gaussian noise std = this x privacy_clip_norm

@@ -88,3 +88,49 @@ def test_normalisation_constants_are_made_once_per_device() -> None:
         pipeline.std
     ).view(1, 3, 1, 1)
     torch.testing.assert_close(pipeline.eval(batch), expected)
+
+
+def test_a_gpu_index_beyond_the_machine_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from protofl.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"has 2 GPU\(s\), cuda:0\.\.cuda:1"):
+        resolve_device("cuda:2")
+
+
+def test_deterministic_switches_torch_to_deterministic_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from protofl import RunConfig, train_federated
+
+    from tiny_data import TinyNet, tiny_clients
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32")
+    try:
+        train_federated(clients, tests, TinyNet, config)
+        assert not torch.are_deterministic_algorithms_enabled()  # off by default
+        deterministic = RunConfig(**{**config.to_dict(), "deterministic": True})
+        train_federated(clients, tests, TinyNet, deterministic)
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+
+
+def test_small_cnn_pools_as_adaptive_pooling_did() -> None:
+    """avg_pool2d over halves (deterministic on CUDA) equals adaptive_avg_pool2d(out, 2)."""
+    import torch.nn.functional as F
+
+    from protofl.models import build_model
+
+    model = build_model("cnn", 10).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        inner = model.stage3(F.max_pool2d(model.stage2(F.max_pool2d(model.stage1(x), 2)), 2))
+        expected = torch.flatten(F.adaptive_avg_pool2d(inner, 2), 1)
+        torch.testing.assert_close(model.features(x), expected)

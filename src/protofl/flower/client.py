@@ -34,6 +34,7 @@ from torch import nn
 from protofl.algorithms import Algorithm
 from protofl.builders import (
     algorithm_for,
+    configure_determinism,
     local_settings,
     locate_client,
     prepare,
@@ -185,6 +186,7 @@ def client_from_arrays(
     # two-sample view of its own data (the server evaluates the global model).
     probe = {data.domain: (data.x[:2], data.y[:2])}
     device = resolve_device(config.device)
+    configure_determinism(config.deterministic)
     model = model.to(device)
     client = (
         federation_from_arrays([data], probe, num_classes, config.augment).to(device).clients[0]

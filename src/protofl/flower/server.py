@@ -25,6 +25,7 @@ from protofl import results
 from protofl.api import check_same_settings, saved_config
 from protofl.builders import (
     algorithm_for,
+    configure_determinism,
     federation_size,
     load_test_sets,
     privacy_of,
@@ -156,6 +157,7 @@ def server_from_config(config: RunConfig, settings: FlowerSettings | None = None
     initialises it."""
     spec, tests, resolved = load_test_sets(config)
     device = resolve_device(config.device)
+    configure_determinism(config.deterministic)
     model_name = spec.default_model if config.model == "auto" else config.model
     with seeded_torch(derive_seed(config.seed, "model")):
         model = build_model(model_name, spec.num_classes).to(device)
@@ -204,6 +206,7 @@ def server_from_arrays(
         [ClientArrays(x[:2], y[:2], domain)], test_sets, num_classes, config.augment
     )
     device = resolve_device(config.device)
+    configure_determinism(config.deterministic)
     model = model.to(device)
     federation = federation.to(device)
     first = federation.test_sets[0]
