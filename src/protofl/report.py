@@ -6,7 +6,9 @@ what a run computes agrees (the selected algorithm's options included), and othe
 report is refused with the keys that differ. How a run executed (output folder, threads,
 data folder, device) and the precision may differ; the precisions and commits that produced
 each row are listed under the table. The table is the paper's layout: per-domain top-1
-accuracy and AVG, each the mean over a run's last five rounds, then mean ± std over seeds.
+accuracy and AVG, each the mean over a run's last five rounds, then mean ± std over seeds;
+then the spread across domains, the worst domain and the pooled accuracy, and with a
+baseline the paired statistics (:mod:`protofl.report_stats`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from protofl import results
+from protofl import report_stats, results
 from protofl.errors import ConfigError
 
 LAST = results.LAST_ROUNDS
@@ -85,6 +87,12 @@ class FinishedRun:
         options = self.experiment()["options"]
         return {k: v for k, v in options.items() if k in defaults and defaults[k] != v}
 
+    @property
+    def test_sizes(self) -> dict[str, int] | None:
+        """Test samples per domain, where the run recorded them."""
+        sizes = self.config.get("resolved", {}).get("test_sizes")
+        return None if sizes is None else {d: int(n) for d, n in sizes.items()}
+
     def facts(self) -> dict[str, Any]:
         resolved = self.config.get("resolved", {})
         produced = resolved.get("produced_by", {})
@@ -150,11 +158,14 @@ def tabulate(
     for name, members in groups.items():
         domains = members[0].config["resolved"]["domains"]  # the benchmark's order
         histories = {m.seed: m.history for m in members}
-        rows[name] = _row(histories, domains, "per_domain_accuracy", "mean_accuracy")
+        sizes = {m.seed: m.test_sizes for m in members}
+        rows[name] = _row(histories, sizes, domains, "per_domain_accuracy", "mean_accuracy")
         rows[name]["facts"] = [m.facts() for m in members]
         rows[name]["changed_options"] = members[0].changed_options()  # pooled runs agree
         if all(h[-1].get("personal_accuracy") for h in histories.values()):
-            personal = _row(histories, domains, "personal_accuracy", "personal_mean_accuracy")
+            personal = _row(
+                histories, sizes, domains, "personal_accuracy", "personal_mean_accuracy"
+            )
             rows[f"{name} (personalised)"] = {**personal, "facts": rows[name]["facts"]}
     seeds = sorted({m.seed for ms in groups.values() for m in ms})
     table = {"domains": domains, "rows": rows, "seeds": seeds}
@@ -167,6 +178,7 @@ def tabulate(
         for name, row in rows.items():
             if name != baseline and not name.endswith("(personalised)"):
                 row["paired"] = paired_differences(row, rows[baseline])
+                row["paired_statistics"] = report_stats.paired_statistics(row, rows[baseline])
     return table
 
 
@@ -193,7 +205,11 @@ def paired_text(paired: Mapping[str, Any] | None) -> str:
 
 
 def _row(
-    histories: Mapping[int, list[dict[str, Any]]], domains: list[str], per_domain: str, mean: str
+    histories: Mapping[int, list[dict[str, Any]]],
+    sizes: Mapping[int, dict[str, int] | None],
+    domains: list[str],
+    per_domain: str,
+    mean: str,
 ) -> dict[str, Any]:
     per_seed = []
     for history in histories.values():
@@ -205,12 +221,11 @@ def _row(
     row["seeds"] = list(histories)
     row["per_seed_avg"] = [scores["AVG"] for scores in per_seed]
     row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
+    row.update(report_stats.fairness_columns(histories, sizes, domains, per_domain, LAST))
     return row
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0  # sample std (n - 1)
-    return {"mean": statistics.fmean(values), "std": spread, "n": len(values)}
+_mean_std = report_stats.mean_std
 
 
 def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
@@ -218,10 +233,13 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     names = {d: DISPLAY_NAMES.get(d, d.capitalize()) for d in domains}
     lines = [
         f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds of each "
-        "run, mean ± std over its seeds (one seed: no ±).",
+        "run, mean ± std over its seeds (one seed: no ±). std: sample std across the "
+        "domains (as FedHEAL reports it); worst: the lowest domain (named when every seed "
+        "agrees); pooled: correct over all test samples of all domains.",
         "",
-        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | seeds |",
-        "|---|" + "---|" * (len(domains) + 2),
+        "| Method | " + " | ".join(names[d] for d in domains) + " | AVG | std | worst | pooled "
+        "| seeds |",
+        "|---|" + "---|" * (len(domains) + 5),
     ]
     baseline = table.get("baseline")
     if baseline:
@@ -229,20 +247,34 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines[2] += f" vs {baseline}, per seed |"
         lines[3] += "---|"
     for algorithm, row in table["rows"].items():
-        cells = [mean_std_text(row[c]) for c in [*domains, "AVG"]]
+        cells = [mean_std_text(row[c]) for c in [*domains, "AVG", "domain_std"]]
+        cells += [worst_text(row, names), mean_std_text(row["pooled"])]
         seeds = ",".join(map(str, row["seeds"]))
         extra = f" {paired_text(row.get('paired'))} |" if baseline else ""
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |" + extra)
+    lines += report_stats.statistics_lines(table)
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
     lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")
     return "\n".join(lines) + "\n"
 
 
-def mean_std_text(value: Mapping[str, float]) -> str:
-    """``mean ± std`` over seeds; one seed has no spread to show (no ``± 0.00``)."""
+def mean_std_text(value: Mapping[str, float] | None) -> str:
+    """``mean ± std`` over seeds; one seed has no spread to show (no ``± 0.00``); ``None``
+    (a figure some run did not record) is "missing"."""
+    if value is None:
+        return "missing"
     if value["n"] < 2:
         return f"{value['mean']:.2f}"
     return f"{value['mean']:.2f} ± {value['std']:.2f}"
+
+
+def worst_text(row: Mapping[str, Any], names: Mapping[str, str] | None = None) -> str:
+    """The worst domain's accuracy over seeds, named when it is the same domain in every seed."""
+    text = mean_std_text(row["worst"])
+    if len(set(row["worst_domains"])) == 1:
+        domain = row["worst_domains"][0]
+        text += f" ({(names or {}).get(domain, domain)})"
+    return text
 
 
 def _provenance_lines(table: Mapping[str, Any]) -> list[str]:

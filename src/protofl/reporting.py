@@ -12,7 +12,8 @@ from rich.table import Table
 
 from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.records import RoundRecord
-from protofl.report import mean_std_text, paired_text
+from protofl.report import mean_std_text, paired_text, worst_text
+from protofl.report_stats import METRICS, WINDOWS, comparison_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
     from protofl.api import RunResult
@@ -56,8 +57,9 @@ class ProgressObserver:
         self.progress.update(self.rounds_task, completed=record.round)
         domains = "  ".join(f"{d} {a:.1%}" for d, a in record.per_domain_accuracy.items())
         loss = record.train.get("loss", float("nan"))
+        pooled = "" if record.pooled_accuracy is None else f"  pooled {record.pooled_accuracy:6.1%}"
         self.progress.console.print(
-            f"round {record.round:>3}  mean {record.mean_accuracy:6.1%}  |  {domains}  |  "
+            f"round {record.round:>3}  mean {record.mean_accuracy:6.1%}{pooled}  |  {domains}  |  "
             f"loss {loss:.3f}  ({record.train_seconds:.1f}s + {record.eval_seconds:.1f}s eval)",
             highlight=False,
             soft_wrap=True,
@@ -72,25 +74,37 @@ def print_config(console: Console, config: RunConfig) -> None:
 
 def print_results(console: Console, result: RunResult) -> None:
     summary = result.summary
-    tail = summary["last_5_rounds"]["per_domain_accuracy"]
+    last = summary["last_5_rounds"]
     table = Table(title=f"accuracy after round {summary['rounds']}")
     table.add_column("domain")
     table.add_column("final", justify="right")
     table.add_column("last 5 rounds", justify="right")
     for domain, accuracy in summary["per_domain_accuracy"].items():
-        table.add_row(domain, f"{accuracy:.2%}", f"{tail[domain]:.2%}")
+        table.add_row(domain, f"{accuracy:.2%}", f"{last['per_domain_accuracy'][domain]:.2%}")
     table.add_row(
         "[bold]mean[/]",
         f"[bold]{summary['mean_accuracy']:.2%}[/]",
-        f"[bold]{summary['last_5_rounds']['mean_accuracy']:.2%}[/]",
+        f"[bold]{last['mean_accuracy']:.2%}[/]",
     )
+    for name, key in (("std across domains", "domain_std"), ("pooled", "pooled_accuracy")):
+        table.add_row(name, _percent(summary[key]), _percent(last[key]))
+    table.add_row("worst domain", *(_worst(s["worst_domain"]) for s in (summary, last)))
     console.print(table)
     if result.out_dir is not None:
         console.print(f"results: {result.out_dir}/ (config.json, metrics.jsonl, summary.json)")
 
 
+def _percent(value: float | None) -> str:
+    return "missing" if value is None else f"{value:.2%}"
+
+
+def _worst(worst: dict[str, Any]) -> str:
+    return f"{worst['accuracy']:.2%} ({worst['domain']})"
+
+
 def print_comparison(console: Console, report: dict[str, Any], out: Path) -> None:
-    """The comparison table (last-5-round accuracy, mean ± std over seeds)."""
+    """The comparison table (last-5-round accuracy, mean ± std over seeds), then with a
+    baseline the paired statistics per window."""
     columns = [*report["domains"], "AVG"]
     table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), last 5 rounds")
     table.add_column("algorithm")
@@ -105,6 +119,24 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
         extra = [paired_text(row.get("paired"))] if baseline else []
         table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])), *extra)
     console.print(table)
+    fairness = Table(title="across domains (%), last 5 rounds")
+    for column in ("algorithm", "AVG", "std across domains", "worst domain", "pooled"):
+        fairness.add_column(column, justify="left" if column == "algorithm" else "right")
+    for algorithm, row in report["rows"].items():
+        cells = [mean_std_text(row[c]) for c in ("AVG", "domain_std")]
+        fairness.add_row(algorithm, *cells, worst_text(row), mean_std_text(row["pooled"]))
+    console.print(fairness)
+    for metric, title in METRICS.items() if baseline else ():
+        paired = Table(title=f"{title} minus {baseline}'s, paired over seeds")
+        paired.add_column("algorithm")
+        for window in WINDOWS:
+            paired.add_column(f"last {window} rounds")
+        for algorithm, row in report["rows"].items():
+            if "paired_statistics" in row:
+                entries = row["paired_statistics"][metric]
+                texts = [comparison_text(entries[f"last_{w}"]) for w in WINDOWS]
+                paired.add_row(algorithm, *texts)
+        console.print(paired)
     console.print(f"written: {out}/ (table.md, results.json, plots)")
 
 
