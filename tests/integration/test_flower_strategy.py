@@ -498,6 +498,30 @@ def test_written_app_is_a_valid_flower_app_and_overridable(tmp_path: Path) -> No
         write_app(tmp_path / "app", config)
 
 
+def test_the_app_folder_keeps_private_keys_out_of_git(tmp_path: Path) -> None:
+    """docs/flower.md section 3 makes certs/ and keys/ in the app folder; `git add -A` there
+    must not take them. A user's own .gitignore is left as it is."""
+    import shutil
+    import subprocess
+
+    folder = write_app(tmp_path / "app", RunConfig(rounds=1)).parent
+    for name in ("keys/node0", "keys/node0.pub", "certs/server.key", "certs/ca.crt"):
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text("secret")
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard"],
+        cwd=folder, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(listed) == [".gitignore", "pyproject.toml"]
+    (tmp_path / "own").mkdir()
+    (tmp_path / "own" / ".gitignore").write_text("mine\n")
+    write_app(tmp_path / "own", RunConfig(rounds=1))
+    assert (tmp_path / "own" / ".gitignore").read_text() == "mine\n"
+
+
 class CrashingGrid(InProcessGrid):
     """The SuperLink going away in the middle of round ``crash_round``."""
 

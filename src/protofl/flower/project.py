@@ -83,7 +83,18 @@ def write_app(
         config=toml_table(to_run_config(config, settings)),
     )
     path.write_text(text)
+    ignore = path.parent / ".gitignore"
+    if not ignore.exists():  # docs/flower.md section 3 makes certs/ and keys/ here
+        ignore.write_text(GITIGNORE)
     return path
+
+
+# Private keys must never be committed: `git add -A` in the app folder would take them.
+# (Flower's FAB takes only .py/.toml/.md/.yaml/.json files, so they do not travel with
+# `flwr run`.)
+GITIGNORE = (
+    "# written by protofl: private keys and certificates stay out of git\ncerts/\nkeys/\n*.key\n"
+)
 
 
 def _absolute_paths(config: RunConfig) -> RunConfig:
