@@ -134,3 +134,22 @@ def test_small_cnn_pools_as_adaptive_pooling_did() -> None:
         inner = model.stage3(F.max_pool2d(model.stage2(F.max_pool2d(model.stage1(x), 2)), 2))
         expected = torch.flatten(F.adaptive_avg_pool2d(inner, 2), 1)
         torch.testing.assert_close(model.features(x), expected)
+
+
+def test_flower_simulation_gives_clients_a_gpu_share_when_the_server_has_a_gpu() -> None:
+    pytest.importorskip("flwr")
+    from protofl.flower.simulation import default_backend
+
+    on_cpu = default_backend(nn.Linear(2, 2), 4)
+    assert on_cpu == {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+    on_meta = default_backend(nn.Linear(2, 2).to("meta"), 4)  # only a CUDA model gets one
+    assert on_meta["client_resources"]["num_gpus"] == 0.0
+
+    class OnCuda(nn.Module):  # a parameter that reports a CUDA device, without a GPU
+        def parameters(self, recurse: bool = True):  # type: ignore[no-untyped-def]
+            class Fake:
+                device = torch.device("cuda", 0)
+
+            yield Fake()
+
+    assert default_backend(OnCuda(), 4)["client_resources"]["num_gpus"] == 0.25
