@@ -5,6 +5,9 @@ normalisation constants are made once per device, and payloads come back on the 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +156,16 @@ def test_flower_simulation_gives_clients_a_gpu_share_when_the_server_has_a_gpu()
             yield Fake()
 
     assert default_backend(OnCuda(), 4)["client_resources"]["num_gpus"] == 0.25
+
+
+def test_the_gpu_check_says_there_is_no_gpu_and_exits_0(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "gpu.json")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA GPU here" in done.stdout and not (tmp_path / "gpu.json").exists()
