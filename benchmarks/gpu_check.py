@@ -12,8 +12,11 @@ Each row runs something real on the GPU and says PASS or FAIL with what it measu
   on the GPU and on the CPU, side by side.
 
 Prints one table and writes JSON. Without a CUDA GPU it says so and exits 0.
+``--device cpu`` runs the same rows on the CPU (the sync count needs CUDA and is left out):
+a dry run of the script itself before a GPU's minutes are spent on it.
 
     python benchmarks/gpu_check.py benchmarks/results/gpu_check.json [--data-dir ../shared/data]
+    python benchmarks/gpu_check.py /tmp/dry.json --device cpu
 """
 
 from __future__ import annotations
@@ -71,7 +74,7 @@ def algorithm_rows(rows: list[dict[str, Any]]) -> None:
             result = run(small(algorithm=name), write=False)
             return f"mean accuracy {result.summary['mean_accuracy']:.4f}"
 
-        check(rows, f"{name}, 2 rounds on cuda", body)
+        check(rows, f"{name}, 2 rounds on {SMALL['device']}", body)
 
 
 def privacy_row(rows: list[dict[str, Any]]) -> None:
@@ -185,8 +188,10 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="JSON file to write")
     parser.add_argument("--data-dir", help="folder with the Office-Caltech files")
     parser.add_argument("--no-cpu", action="store_true", help="do not time the CPU round")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = parser.parse_args()
-    if not torch.cuda.is_available():
+    SMALL["device"] = args.device
+    if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU here (torch.cuda.is_available() is False): nothing checked.")
         return 0
     folder = args.out.with_suffix(".runs")
@@ -195,13 +200,15 @@ def main() -> int:
     algorithm_rows(rows)
     privacy_row(rows)
     determinism_rows(rows, folder)
-    sync_row(rows)
+    if args.device == "cuda":
+        sync_row(rows)
     flower_row(rows)
-    if args.data_dir:
+    if args.data_dir and args.device == "cuda":
         paper_round_row(rows, args.data_dir, cpu_too=not args.no_cpu)
+    on_gpu = args.device == "cuda"
     machine = {
-        "gpu": torch.cuda.get_device_name(),
-        "capability": list(torch.cuda.get_device_capability()),
+        "gpu": torch.cuda.get_device_name() if on_gpu else "none (dry run on the CPU)",
+        "capability": list(torch.cuda.get_device_capability()) if on_gpu else None,
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "python": platform.python_version(),

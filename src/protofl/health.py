@@ -15,9 +15,13 @@ NO_PROGRESS = 0.02  # train accuracy within 2 points of round 1's: no progress
 
 
 def collapse_warning(
-    history: Sequence[RoundRecord], num_classes: int, algorithm: str
+    history: Sequence[RoundRecord],
+    num_classes: int,
+    algorithm: str,
+    temperature: float | None = None,
 ) -> str | None:
-    """A message when the latest round looks collapsed (from round 2 on), else None."""
+    """A message when the latest round looks collapsed (from round 2 on), else None.
+    ``temperature`` is the run's contrastive temperature, where the algorithm has one."""
     if len(history) < 2:
         return None
     latest, first = history[-1], history[0]
@@ -44,14 +48,22 @@ def collapse_warning(
         if at_chance
         else f"the mean training loss grew from {first_loss:.3g} to {loss:.3g}"
     )
-    return f"round {latest.round}: {what}, so training looks collapsed. {_advice(algorithm)}"
+    advice = _advice(algorithm, temperature)
+    return f"round {latest.round}: {what}, so training looks collapsed. {advice}"
 
 
-def _advice(algorithm: str) -> str:
-    if algorithm.startswith("fpl"):
+def _advice(algorithm: str, temperature: float | None) -> str:
+    """Both syntaxes: the same run may come from the command line or from Python."""
+    if algorithm.startswith("fpl") and temperature is not None:
+        higher = max(0.2, 10 * temperature)
         return (
-            "FPL's contrastive term divides cosine similarities by fpl.temperature (0.02): "
-            "with small or low-dimensional features that is too sharp. Try "
-            f"--set {algorithm}.temperature=0.2, or a smaller lr."
+            f"FPL's contrastive term divides cosine similarities by {algorithm}.temperature "
+            f"({temperature:g}): with small or low-dimensional features that is too sharp. Try "
+            f"a higher one (--set {algorithm}.temperature={higher:g} on the command line, "
+            f"algorithm_options={{{algorithm!r}: {{'temperature': {higher:g}}}}} in RunConfig), "
+            "or a smaller lr."
         )
-    return "Try a smaller lr (--set lr=...), or check the labels and the model's head."
+    return (
+        "Try a smaller lr (--set lr=... on the command line, RunConfig(lr=...) in Python), "
+        "or check the labels and the model's head."
+    )

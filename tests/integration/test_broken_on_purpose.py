@@ -61,9 +61,11 @@ def test_collapse_is_named_with_what_to_change() -> None:
     assert collapse_warning(slow_but_learning, 4, "fpl") is None
     assert collapse_warning(healthy[:1], 10, "fpl") is None  # not before round 2
     at_chance = [record(1, 2.3, 0.11), record(2, 2.3, 0.12)]
-    message = collapse_warning(at_chance, 10, "fpl")
+    message = collapse_warning(at_chance, 10, "fpl", temperature=0.05)
     assert message is not None and "12.0% (chance is 10.0%)" in message
-    assert "--set fpl.temperature=0.2" in message
+    assert "fpl.temperature (0.05)" in message  # the run's value, not the default's
+    assert "--set fpl.temperature=0.5" in message  # the command line's syntax
+    assert "algorithm_options={'fpl': {'temperature': 0.5}}" in message  # and Python's
     exploding = [record(1, 2.0, 0.5), record(2, 32.0, 0.6)]
     message = collapse_warning(exploding, 10, "fedavg")
     assert message is not None and "grew from 2 to 32" in message and "smaller lr" in message

@@ -219,7 +219,12 @@ class ProtoflStrategy:
         )
         record = dataclasses.replace(record, absent=list(self._absent))
         self.history.append(record)
-        warning = collapse_warning(self.history, setup.num_classes, setup.algorithm.name)
+        warning = collapse_warning(
+            self.history,
+            setup.num_classes,
+            setup.algorithm.name,
+            getattr(setup.algorithm.config, "temperature", None),
+        )
         if warning is not None and not self._warned:
             logger.warning(warning)
             self._warned = True

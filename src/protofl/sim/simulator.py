@@ -138,7 +138,12 @@ class Simulation:
         if self._warned:
             return
         classes = self.federation.num_classes
-        message = collapse_warning(self.history, classes, getattr(self.algorithm, "name", ""))
+        message = collapse_warning(
+            self.history,
+            classes,
+            getattr(self.algorithm, "name", ""),
+            getattr(getattr(self.algorithm, "config", None), "temperature", None),
+        )
         if message is not None:
             logger.warning(message)
             self._warned = True
