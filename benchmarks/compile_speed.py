@@ -93,7 +93,7 @@ def main() -> None:
                 "max_logit_gap": gap,
             }
         )
-    from protofl.compare import describe_machine
+    from protofl.outputs.compare import describe_machine
 
     cpu = describe_machine()
     print(f"ResNet-10 local step, batch 64, 32x32, {args.threads} threads, {cpu}")

@@ -28,18 +28,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from protofl.aggregation import sample_weights, weighted_average
 from protofl.algorithms import AlgorithmContext, build_algorithm
+from protofl.algorithms.losses import cluster_contrastive_loss, unbiased_consistency_loss
+from protofl.algorithms.prototypes import PrototypeAccumulator, class_means
+from protofl.core.payloads import Prototypes
+from protofl.core.seeding import derive_seed, torch_generator
 from protofl.data.transforms import ImagePipeline
 from protofl.engine.data import ClientData, Federation, TensorSet, TestSet
 from protofl.engine.evaluate import evaluate
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import Precision, resolve_precision
-from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
+from protofl.federation.aggregation import sample_weights, weighted_average
 from protofl.models import build_model
-from protofl.payloads import Prototypes
-from protofl.prototypes import PrototypeAccumulator, class_means
-from protofl.seeding import derive_seed, torch_generator
 from protofl.sim.simulator import Simulation
 
 CLASSES = 10

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from protofl import RunConfig
-from protofl.records import RoundRecord
+from protofl.core.records import RoundRecord
 
 GOLDEN = Path(__file__).parent / "golden"
 # Measured spread across kernel choices: 2.2e-7 relative, 0 test samples (module docstring).

@@ -19,7 +19,6 @@ from typing import Any
 
 from torch import nn
 
-from protofl import results
 from protofl.algorithms import ALGORITHMS
 from protofl.builders import (
     build_simulation,
@@ -28,7 +27,6 @@ from protofl.builders import (
     resolve_device,
     torch_threads,
 )
-from protofl.checkpoint import Snapshot, load_checkpoint
 from protofl.config import (
     RunConfig,
     as_settings,
@@ -37,12 +35,14 @@ from protofl.config import (
     differences,
     merge,
 )
+from protofl.core.payloads import GlobalState
+from protofl.core.records import Observer, RoundRecord
+from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.errors import ConfigError
-from protofl.payloads import GlobalState
-from protofl.records import Observer, RoundRecord
-from protofl.run_folder import RunFolder
-from protofl.seeding import derive_seed, seeded_torch
+from protofl.outputs import results
+from protofl.outputs.checkpoint import Snapshot, load_checkpoint
+from protofl.outputs.run_folder import RunFolder
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)

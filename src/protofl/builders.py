@@ -19,6 +19,8 @@ from protofl.algorithms import ALGORITHMS, Algorithm, AlgorithmContext, build_al
 from protofl.config import (
     RunConfig,
 )
+from protofl.core.registry import unknown_name_message
+from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation
 from protofl.data.partition import check_allocation, draw_clients
@@ -26,11 +28,9 @@ from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError, DataError
+from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.models.base import feature_model
-from protofl.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
-from protofl.registry import unknown_name_message
-from protofl.seeding import derive_seed, seeded_torch
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)

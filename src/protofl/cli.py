@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from protofl import __version__
-from protofl.arguments import add_settings, config_from_args, settings_from_args
+from protofl.config.arguments import add_settings, config_from_args, settings_from_args
 from protofl.errors import ConfigError, ProtoflError, TrainingError
 from protofl.flower.cli import add_flower_commands, run_flower_command
-from protofl.reporting import (
+from protofl.outputs.reporting import (
     ProgressObserver,
     print_comparison,
     print_config,
@@ -98,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             return _report(args, console, argv)
         if args.command == "export":
-            from protofl.export import export_run
+            from protofl.outputs.export import export_run
 
             for path in export_run(Path(args.run_dir), Path(args.out)):
                 print(path)
@@ -138,7 +138,7 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
 
 def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> RunResult:
     config = config_from_args(args)  # every setting checked before the library loads
-    from protofl.run_folder import default_out
+    from protofl.outputs.run_folder import default_out
 
     if config.out is None:  # name the folder now, so the user knows it from the start
         config = dataclasses.replace(config, out=str(default_out(config)))
@@ -147,7 +147,7 @@ def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> 
     resume_hint.append(f"protofl run --resume {shlex.quote(str(config.out))}")
     from protofl.api import execute
     from protofl.builders import prepare, torch_threads
-    from protofl.participation import participants
+    from protofl.federation.participation import participants
 
     with torch_threads(config.threads):
         simulation, resolved = prepare(config)
@@ -167,8 +167,8 @@ def _resume(args: argparse.Namespace, console: Console) -> RunResult:
 
 
 def _report(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:
-    from protofl.compare import current_commit, describe_machine
-    from protofl.report import find_runs, group_runs, write_report
+    from protofl.outputs.compare import current_commit, describe_machine
+    from protofl.outputs.report import find_runs, group_runs, write_report
 
     skipped: list[Path] = []
     groups = group_runs(find_runs([Path(p) for p in args.runs], skipped))
@@ -189,7 +189,7 @@ def _report(args: argparse.Namespace, console: Console, argv: Sequence[str] | No
 
 def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | None) -> int:
     from protofl.algorithms import ALGORITHMS
-    from protofl.compare import ComparePlan, parse_list, run_grid, write_report
+    from protofl.outputs.compare import ComparePlan, parse_list, run_grid, write_report
 
     settings = settings_from_args(args)
     settings.pop("out", None)

@@ -15,12 +15,12 @@ from protofl import RunConfig, run, train_federated
 from protofl.algorithms import ALGORITHMS, Algorithm, AlgorithmContext, build_algorithm
 from protofl.algorithms.base import Aggregation
 from protofl.config import build_config, load_preset
+from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.data.embedded import EMBEDDED_DOMAINS
 from protofl.data.user import federation_from_arrays
 from protofl.engine import client as simulator
 from protofl.engine.local import LocalSettings
 from protofl.errors import ConfigError
-from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.sim import simulator as simulator_module
 from protofl.sim.simulator import Simulation
 

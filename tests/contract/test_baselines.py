@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from test_algorithms import recorded_simulation
 from torch import nn
 
-from protofl.aggregation import is_parameter_entry
 from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
 from protofl.algorithms.base import aggregate_all
 from protofl.algorithms.feddyn import LINEAR, linear_term_update, server_update
@@ -18,10 +17,11 @@ from protofl.algorithms.fedopt import fedadam_step
 from protofl.algorithms.fedproc import prototype_weight
 from protofl.algorithms.fpl import global_from_clusters
 from protofl.algorithms.hooks import ClientInfo, ClientStart
+from protofl.algorithms.losses import dynamic_regularizer, model_contrastive_loss, proximal_loss
 from protofl.algorithms.moon import PREVIOUS
-from protofl.losses import dynamic_regularizer, model_contrastive_loss, proximal_loss
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
-from protofl.prototypes import cluster_prototypes, global_prototypes
+from protofl.algorithms.prototypes import cluster_prototypes, global_prototypes
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.federation.aggregation import is_parameter_entry
 
 
 class Small(nn.Module):

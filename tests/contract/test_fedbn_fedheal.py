@@ -11,10 +11,10 @@ from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.base import aggregate_all
 from protofl.algorithms.fedbn import LOCAL, batch_norm_keys
 from protofl.config import build_config
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes
 from protofl.data.user import federation_from_arrays
 from protofl.engine.evaluate import evaluate
 from protofl.errors import ConfigError
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes
 
 from tiny_data import TinyNet, tiny_clients
 

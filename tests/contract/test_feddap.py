@@ -10,8 +10,8 @@ from protofl import RunConfig, train_federated
 from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.base import aggregate_all
 from protofl.algorithms.hooks import ClientInfo, ClientStart
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, domain_id
 from protofl.errors import PayloadError
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, domain_id
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -9,10 +9,10 @@ import torch
 from protofl import RunConfig, train_federated
 from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.base import aggregate_all
+from protofl.algorithms.fedplvm_maths import local_cluster_prototypes
 from protofl.algorithms.hooks import ClientInfo, ClientStart, LocalStep
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage
 from protofl.errors import ConfigError
-from protofl.fedplvm_maths import local_cluster_prototypes
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -20,7 +20,7 @@ import torch
 
 from protofl import train_federated
 from protofl.algorithms import ALGORITHMS
-from protofl.records import RoundRecord
+from protofl.core.records import RoundRecord
 
 from golden_runs import assert_matches_golden, golden_config
 from tiny_data import TinyNet, tiny_clients

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from protofl.cli import main
-from protofl.records import RoundRecord
+from protofl.core.records import RoundRecord
 
 
 @pytest.mark.slow
@@ -117,7 +117,7 @@ def test_the_clients_bar_counts_the_sampled_clients_not_all_of_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import protofl.cli as cli
-    from protofl.reporting import ProgressObserver
+    from protofl.outputs.reporting import ProgressObserver
 
     seen: list[tuple[int | None, int]] = []  # (bar total, clients that trained) per round
 

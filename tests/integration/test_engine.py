@@ -8,11 +8,11 @@ from torch import nn
 
 from protofl import RunConfig, train_federated
 from protofl.algorithms.hooks import ClientResult, ClientRound, LocalStep
+from protofl.core.payloads import Prototypes
 from protofl.data.transforms import PassThrough
 from protofl.engine.data import ClientData, TensorSet
 from protofl.engine.local import LocalSettings, train_locally
 from protofl.errors import TrainingError
-from protofl.payloads import Prototypes
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -14,7 +14,7 @@ from protofl.builders import load_federation
 from protofl.cli import main
 from protofl.engine.evaluate import evaluate
 from protofl.errors import ConfigError
-from protofl.export import load_exported
+from protofl.outputs.export import load_exported
 
 ONE_EACH = {"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1}
 
@@ -52,7 +52,7 @@ def test_exported_model_reproduces_the_final_accuracy(algorithm: str, tmp_path: 
 
 
 def test_a_folder_without_a_run_is_refused(tmp_path: Path) -> None:
-    from protofl.export import export_run
+    from protofl.outputs.export import export_run
 
     with pytest.raises(ConfigError, match=r"needs config\.json and checkpoint\.pt"):
         export_run(tmp_path, tmp_path / "out")

@@ -210,7 +210,7 @@ def finish(process: subprocess.Popen[str], timeout: float, deployment: Deploymen
 
 def end_lock_holder(out: Path, timeout: float = 30) -> None:
     """SIGKILL the process named in ``out``'s run-folder lock and wait until it has exited."""
-    from protofl.run_folder import LOCK, lock_holder_pid
+    from protofl.outputs.run_folder import LOCK, lock_holder_pid
 
     pid = lock_holder_pid(out / LOCK)
     if pid is None:

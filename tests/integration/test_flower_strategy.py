@@ -29,7 +29,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.builders import prepare  # noqa: E402
-from protofl.checkpoint import load_snapshot  # noqa: E402
+from protofl.core.records import RoundRecord  # noqa: E402
 from protofl.errors import ConfigError, TrainingError  # noqa: E402
 from protofl.flower.client import (  # noqa: E402
     PARTITION_ID,
@@ -54,7 +54,7 @@ from protofl.flower.settings import (  # noqa: E402
     to_run_config,
 )
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup  # noqa: E402
-from protofl.records import RoundRecord  # noqa: E402
+from protofl.outputs.checkpoint import load_snapshot  # noqa: E402
 
 from golden_runs import assert_matches_golden, golden_config  # noqa: E402
 from tiny_data import TinyNet, tiny_clients  # noqa: E402

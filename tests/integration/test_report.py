@@ -12,7 +12,7 @@ from scipy import stats as scipy_stats
 
 from protofl.cli import main
 from protofl.errors import ConfigError
-from protofl.report import find_runs, group_runs
+from protofl.outputs.report import find_runs, group_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "benchmarks" / "results" / "office_caltech_reduced"

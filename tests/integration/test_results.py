@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from protofl.records import RoundRecord
-from protofl.results import summarise
+from protofl.core.records import RoundRecord
+from protofl.outputs.results import summarise
 
 
 def _record(round_: int, accuracy: dict[str, float], train_s: float) -> RoundRecord:

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from protofl.aggregation import sample_weights, weighted_average
 from protofl.errors import PayloadError
+from protofl.federation.aggregation import sample_weights, weighted_average
 
 
 def bn_state(mean: float, var: float, batches: int, weight: float) -> dict[str, torch.Tensor]:
@@ -67,7 +67,7 @@ def test_matches_plain_loop_on_a_model() -> None:
 
 
 def test_running_average_folds_like_the_plain_formula() -> None:
-    from protofl.aggregation import RunningAverage
+    from protofl.federation.aggregation import RunningAverage
 
     generator = torch.Generator().manual_seed(0)
     states = [

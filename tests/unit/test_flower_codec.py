@@ -14,6 +14,7 @@ flwr = pytest.importorskip("flwr", reason="Flower is optional: pip install proto
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict  # noqa: E402
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 
+from protofl.core.payloads import ClientUpdate, Prototypes, ServerMessage  # noqa: E402
 from protofl.errors import PayloadError  # noqa: E402
 from protofl.flower.codec import (  # noqa: E402
     decode_client_update,
@@ -24,7 +25,6 @@ from protofl.flower.codec import (  # noqa: E402
     store_client_state,
 )
 from protofl.flower.fields import Expected  # noqa: E402
-from protofl.payloads import ClientUpdate, Prototypes, ServerMessage  # noqa: E402
 
 DIM, CLASSES = 4, 6
 

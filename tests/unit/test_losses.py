@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
+from protofl.algorithms.losses import cluster_contrastive_loss, unbiased_consistency_loss
 
 
 def loop_cpcl(features, labels, prototypes, prototype_labels, temperature):  # type: ignore[no-untyped-def]

@@ -6,12 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from protofl.algorithms.losses import cluster_contrastive_loss, unbiased_consistency_loss
+from protofl.algorithms.prototypes import class_means
 from protofl.engine.client import copy_state
 from protofl.engine.precision import FP32, Precision, native_bf16, resolve_precision
 from protofl.errors import ConfigError
-from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
 from protofl.models import build_model
-from protofl.prototypes import class_means
 
 BF16 = Precision("bf16", "cpu")
 
@@ -49,7 +49,7 @@ def fpl_terms(precision: Precision, model: torch.nn.Module) -> dict[str, float]:
 def class_means_from(
     vectors: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    from protofl.payloads import Prototypes
+    from protofl.core.payloads import Prototypes
 
     return class_means(Prototypes(vectors, labels, torch.ones_like(labels)), 10)
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from protofl.core.payloads import Prototypes
 from protofl.errors import ConfigError
-from protofl.payloads import Prototypes
-from protofl.privacy import PrototypePrivacy, clip_rows, epsilons, privatize
+from protofl.federation.privacy import PrototypePrivacy, clip_rows, epsilons, privatize
 
 
 def test_clip_rows_hand_computed() -> None:
@@ -108,7 +108,7 @@ def private_update(noise: str) -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_server_cannot_remove_the_noise_by_regenerating_it_from_the_seed() -> None:
     """The server knows the run's seed. By default the noise does not come from it: drawing
     the seed-derived noise and subtracting it leaves the prototypes as noisy as before."""
-    from protofl.seeding import derive_seed
+    from protofl.core.seeding import derive_seed
 
     noisy, clean = private_update("secure")
     guess = torch.randn(noisy.shape, generator=torch.Generator().manual_seed(
@@ -121,7 +121,7 @@ def test_the_server_cannot_remove_the_noise_by_regenerating_it_from_the_seed() -
 
 
 def test_seeded_noise_is_reproducible_and_removable_as_its_warning_says() -> None:
-    from protofl.seeding import derive_seed
+    from protofl.core.seeding import derive_seed
 
     noisy, clean = private_update("seeded")
     again, _ = private_update("seeded")

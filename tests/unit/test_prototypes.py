@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from protofl.payloads import Prototypes
-from protofl.prototypes import (
+from protofl.algorithms.prototypes import (
     PrototypeAccumulator,
     class_means,
     cluster_prototypes,
     finch_partition,
 )
+from protofl.core.payloads import Prototypes
 
 
 def test_accumulator_matches_loop_over_batches() -> None:

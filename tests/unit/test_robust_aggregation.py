@@ -8,11 +8,16 @@ import pytest
 import torch
 
 from protofl import RunConfig, train_federated
-from protofl.aggregation import CoordinateRule, coordinate_median, make_combiner, trimmed_mean
 from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.base import aggregate_all
+from protofl.core.payloads import ClientUpdate, GlobalState
 from protofl.errors import ConfigError, PayloadError
-from protofl.payloads import ClientUpdate, GlobalState
+from protofl.federation.aggregation import (
+    CoordinateRule,
+    coordinate_median,
+    make_combiner,
+    trimmed_mean,
+)
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from protofl.core.payloads import ClientUpdate, Prototypes
 from protofl.errors import TrainingError
-from protofl.payloads import ClientUpdate, Prototypes
-from protofl.screening import screen_updates
+from protofl.federation.screening import screen_updates
 
 REFERENCE = {"w": torch.zeros(2, 3), "n": torch.zeros((), dtype=torch.int64)}
 

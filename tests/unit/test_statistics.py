@@ -1,4 +1,4 @@
-"""protofl.stats against values worked out by hand (and, where noted, by other tools)."""
+"""protofl.core.stats against values worked out by hand (and, where noted, by other tools)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from protofl.stats import (
+from protofl.core.stats import (
     domain_std,
     paired_comparison,
     paired_t_power,

@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from protofl.feddap_maths import (
+from protofl.algorithms.feddap_maths import (
     cross_domain_contrastive_loss,
     domain_alignment_loss,
     merge_domain_prototypes,
     perturb_prototypes,
 )
-from protofl.fedheal_maths import (
+from protofl.algorithms.fedheal_maths import (
     client_consistency,
     consistency_mask,
     fedheal_client_weights,
@@ -22,7 +22,7 @@ from protofl.fedheal_maths import (
     update_distance,
     updated_positive_fraction,
 )
-from protofl.fedplvm_maths import (
+from protofl.algorithms.fedplvm_maths import (
     NegativeCosine,
     alpha_power,
     alpha_sparsity_contrastive_loss,
@@ -30,8 +30,8 @@ from protofl.fedplvm_maths import (
     global_cluster_prototypes,
     local_cluster_prototypes,
 )
-from protofl.losses import cluster_contrastive_loss
-from protofl.payloads import Prototypes
+from protofl.algorithms.losses import cluster_contrastive_loss
+from protofl.core.payloads import Prototypes
 
 INV_SQRT2 = 1 / math.sqrt(2)
 

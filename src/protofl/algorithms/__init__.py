@@ -19,7 +19,7 @@ from protofl.algorithms.fedprox import FedProx, FedProxConfig
 from protofl.algorithms.fpl import FPL, FPLConfig
 from protofl.algorithms.hooks import ClientResult, ClientRound, LocalStep
 from protofl.algorithms.moon import MOON, MOONConfig
-from protofl.registry import Registry
+from protofl.core.registry import Registry
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 ALGORITHMS.add("fedavg", AlgorithmSpec("fedavg", FedAvgConfig, FedAvg, "FedAvg (McMahan 2017)"))

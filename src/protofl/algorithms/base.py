@@ -26,12 +26,12 @@ from typing import Any, Protocol, overload
 import torch
 from torch import nn
 
-from protofl.aggregation import WeightCombiner, is_parameter_entry, make_combiner
 from protofl.algorithms.hooks import ClientRound, ClientStart
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
+from protofl.core.registry import unknown_name_message
+from protofl.core.validation import coerce
 from protofl.errors import ConfigError
-from protofl.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
-from protofl.registry import unknown_name_message
-from protofl.validation import coerce
+from protofl.federation.aggregation import WeightCombiner, is_parameter_entry, make_combiner
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
 

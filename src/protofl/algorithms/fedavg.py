@@ -2,7 +2,7 @@
 
 Everything here is :class:`~protofl.algorithms.base.Algorithm`'s default. Buffer policy:
 BatchNorm running statistics are averaged like parameters and ``num_batches_tracked`` stays
-an integer (see :mod:`protofl.aggregation`).
+an integer (see :mod:`protofl.federation.aggregation`).
 """
 
 from __future__ import annotations

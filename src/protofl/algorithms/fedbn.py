@@ -25,7 +25,7 @@ from torch import nn
 
 from protofl.algorithms.base import Algorithm
 from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart
-from protofl.payloads import Prototypes, StateDict
+from protofl.core.payloads import Prototypes, StateDict
 
 LOCAL = "local."  # prefix of a client's own BatchNorm entries in its client state
 

@@ -12,12 +12,12 @@ towards its own domain's prototype of the sample's class, and ``L_CPCL`` an Info
 
 Equations as implemented and every difference from the authors' code
 (``quanghuy6997/FedDAP`` ``models/feddap.py``, which does not run as released) are in
-:mod:`protofl.feddap_maths` and docs/successors.md; the formulas follow that code, as the
+:mod:`protofl.algorithms.feddap_maths` and docs/successors.md; the formulas follow that code, as the
 paper's text was not at hand. Defaults from the authors' code: ``contrast_temperature = 0.02``
 (``--infoNCET``), ``merge_temperature = 0.001`` (the call in ``loc_update``),
 ``dpa_weight = contrast_weight = 1`` (``--lamda_1/2``), ``noise_std = 0.005``
 (``agg_func_dp``'s ``0.05 * 0.1``). Decided here: a domain is the client's data domain,
-tagged by :func:`protofl.payloads.domain_id`; the noise stream is derived from the run's seed,
+tagged by :func:`protofl.core.payloads.domain_id`; the noise stream is derived from the run's seed,
 the client and the round.
 
 Buffer policy: FedAvg (BatchNorm statistics averaged, ``num_batches_tracked`` an integer).
@@ -32,16 +32,16 @@ import torch
 from torch import nn
 
 from protofl.algorithms.base import Algorithm, RoundUpdates
-from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
-from protofl.errors import ConfigError
-from protofl.feddap_maths import (
+from protofl.algorithms.feddap_maths import (
     cross_domain_contrastive_loss,
     domain_alignment_loss,
     merge_domain_prototypes,
     perturb_prototypes,
 )
-from protofl.payloads import GlobalState, Prototypes, domain_id
-from protofl.seeding import derive_seed, torch_generator
+from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
+from protofl.core.payloads import GlobalState, Prototypes, domain_id
+from protofl.core.seeding import derive_seed, torch_generator
+from protofl.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from protofl.aggregation import UniformMean, WeightCombiner
 from protofl.algorithms.base import Algorithm, RoundUpdates, trainable_anchors
 from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import dynamic_regularizer
+from protofl.core.payloads import GlobalState, Prototypes, StateDict
 from protofl.errors import ConfigError
-from protofl.losses import dynamic_regularizer
-from protofl.payloads import GlobalState, Prototypes, StateDict
+from protofl.federation.aggregation import UniformMean, WeightCombiner
 
 LINEAR = "linear."  # client state: g_i per parameter
 SERVER = "h."  # server state: h per parameter entry

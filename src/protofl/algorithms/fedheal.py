@@ -3,7 +3,7 @@ Consistency and Domain Diversity", CVPR 2024) as a server step that composes wit
 algorithm: the inner algorithm keeps its client hooks and its prototype step, FedHEAL
 replaces how the clients' weights combine.
 
-Server (maths in :mod:`protofl.fedheal_maths`, from the authors' code
+Server (maths in :mod:`protofl.algorithms.fedheal_maths`, from the authors' code
 ``yuhangchen0/FedHEAL`` ``models/utils/federated_model.py``, as the paper's equations were
 not at hand): each client's update ``global - local`` is masked where its sign disagrees
 with that client's own past rounds (kept when more than ``threshold`` of them agree); each
@@ -41,10 +41,10 @@ from protofl.algorithms.base import (
     AlgorithmSpec,
     RoundUpdates,
 )
+from protofl.algorithms.fedheal_maths import fedheal_combine
 from protofl.algorithms.hooks import ClientRound, ClientStart
+from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.errors import ConfigError
-from protofl.fedheal_maths import fedheal_combine
-from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 
 PREFIX = "fedheal."  # of FedHEAL's entries in GlobalState.tensors
 

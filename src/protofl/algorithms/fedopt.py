@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 
 from protofl.algorithms.base import Algorithm, RoundUpdates
+from protofl.core.payloads import GlobalState, StateDict
 from protofl.errors import ConfigError
-from protofl.payloads import GlobalState, StateDict
 
 
 def fedadam_step(

@@ -37,10 +37,10 @@ import torch
 
 from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import cluster_contrastive_loss
+from protofl.algorithms.prototypes import global_prototypes
+from protofl.core.payloads import GlobalState, Prototypes
 from protofl.errors import ConfigError
-from protofl.losses import cluster_contrastive_loss
-from protofl.payloads import GlobalState, Prototypes
-from protofl.prototypes import global_prototypes
 
 
 def prototype_weight(round_index: int, rounds: int) -> float:

@@ -33,10 +33,10 @@ import torch
 
 from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import unbiased_consistency_loss
+from protofl.algorithms.prototypes import class_means, global_prototypes
+from protofl.core.payloads import GlobalState, Prototypes
 from protofl.errors import ConfigError
-from protofl.losses import unbiased_consistency_loss
-from protofl.payloads import GlobalState, Prototypes
-from protofl.prototypes import class_means, global_prototypes
 
 
 @dataclass(frozen=True)

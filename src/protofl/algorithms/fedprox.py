@@ -18,8 +18,8 @@ import torch
 
 from protofl.algorithms.base import Algorithm, trainable_anchors
 from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import proximal_loss
 from protofl.errors import ConfigError
-from protofl.losses import proximal_loss
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ FedAvg.
 
 Server: sample-weighted FedAvg of the weights; per class, FINCH (cosine) over the clients'
 local prototypes, coarsest partition with >= 2 clusters, each cluster averaged
-(:mod:`protofl.prototypes`). A class held by a single client forms one cluster (the
+(:mod:`protofl.algorithms.prototypes`). A class held by a single client forms one cluster (the
 reference crashes there).
 
 Ablations (paper Sec. 4.2), as switches on the same algorithm: ``cpcl_weight = 0`` or
@@ -36,10 +36,10 @@ import torch
 
 from protofl.algorithms.base import Algorithm, RoundUpdates
 from protofl.algorithms.hooks import ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import cluster_contrastive_loss, unbiased_consistency_loss
+from protofl.algorithms.prototypes import class_means, cluster_prototypes
+from protofl.core.payloads import GlobalState, Prototypes
 from protofl.errors import ConfigError
-from protofl.losses import cluster_contrastive_loss, unbiased_consistency_loss
-from protofl.payloads import GlobalState, Prototypes
-from protofl.prototypes import class_means, cluster_prototypes
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from protofl.payloads import Prototypes, ServerMessage, StateDict
+from protofl.core.payloads import Prototypes, ServerMessage, StateDict
 
 
 class LocalStep(NamedTuple):

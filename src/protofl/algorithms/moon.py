@@ -41,10 +41,10 @@ from torch import nn
 
 from protofl.algorithms.base import Algorithm
 from protofl.algorithms.hooks import ClientResult, ClientRound, ClientStart, LocalStep
+from protofl.algorithms.losses import model_contrastive_loss
+from protofl.core.payloads import Prototypes, StateDict
 from protofl.errors import ConfigError
-from protofl.losses import model_contrastive_loss
 from protofl.models.base import feature_model
-from protofl.payloads import Prototypes, StateDict
 
 PREVIOUS = "previous_model."  # prefix of the previous local model's entries in client state
 

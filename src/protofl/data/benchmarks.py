@@ -16,8 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from protofl.core.registry import Registry
 from protofl.data.domain import Domain
-from protofl.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from protofl.core.seeding import derive_seed, numpy_generator
 from protofl.errors import ConfigError, DataError
-from protofl.seeding import derive_seed, numpy_generator
 
 
 @dataclass(frozen=True, eq=False)

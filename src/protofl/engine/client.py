@@ -8,12 +8,12 @@ from torch import nn
 
 from protofl.algorithms.base import Algorithm
 from protofl.algorithms.hooks import ClientInfo, ClientStart
+from protofl.core.payloads import ClientUpdate, ServerMessage, StateDict
+from protofl.core.seeding import derive_seed, seeded_torch, torch_generator
 from protofl.engine.data import ClientData
 from protofl.engine.local import Forward, LocalSettings, train_locally
 from protofl.engine.precision import FP32, Precision
-from protofl.payloads import ClientUpdate, ServerMessage, StateDict
-from protofl.privacy import PrototypePrivacy, noise_generator, privatize
-from protofl.seeding import derive_seed, seeded_torch, torch_generator
+from protofl.federation.privacy import PrototypePrivacy, noise_generator, privatize
 
 NO_PRIVACY = PrototypePrivacy()
 

@@ -8,13 +8,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from protofl.core.payloads import ClientUpdate, GlobalState, StateDict
+from protofl.core.records import RoundRecord
+from protofl.core.stats import domain_std, pooled_accuracy, worst_domain
 from protofl.engine.data import TestSet
 from protofl.engine.precision import FP32, Precision
+from protofl.federation.privacy import PrototypePrivacy, epsilons
 from protofl.models.base import feature_model
-from protofl.payloads import ClientUpdate, GlobalState, StateDict
-from protofl.privacy import PrototypePrivacy, epsilons
-from protofl.records import RoundRecord
-from protofl.stats import domain_std, pooled_accuracy, worst_domain
 
 
 def evaluate(

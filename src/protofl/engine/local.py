@@ -11,12 +11,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from protofl.algorithms.hooks import ClientRound, LocalStep
+from protofl.algorithms.prototypes import PrototypeAccumulator
+from protofl.core.payloads import Prototypes
 from protofl.engine.data import ClientData
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import TrainingError
 from protofl.models.base import feature_model
-from protofl.payloads import Prototypes
-from protofl.prototypes import PrototypeAccumulator
 
 
 @dataclass(frozen=True)

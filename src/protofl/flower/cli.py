@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from protofl.arguments import add_settings
+from protofl.config.arguments import add_settings
 from protofl.errors import ProtoflError
 
 SETTINGS_HELP = (
@@ -42,8 +42,8 @@ def add_flower_commands(commands: Any) -> argparse.ArgumentParser:
 
 def run_flower_command(args: argparse.Namespace) -> int:
     """Handle ``protofl flower ...``; returns the exit status."""
-    from protofl.arguments import config_from_args
     from protofl.config import parse_assignments
+    from protofl.config.arguments import config_from_args
     from protofl.flower.project import write_app
     from protofl.flower.settings import FLOWER_SECTION, parse_flower_settings
 

@@ -48,6 +48,7 @@ from protofl.engine.data import ClientData
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision, resolve_precision
 from protofl.errors import ConfigError, DataError
+from protofl.federation.privacy import PrototypePrivacy
 from protofl.flower.codec import (
     decode_server_message,
     encode_client_update,
@@ -58,7 +59,6 @@ from protofl.flower.codec import (
 )
 from protofl.flower.fields import Expected
 from protofl.flower.settings import settings_from_run_config
-from protofl.privacy import PrototypePrivacy
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)

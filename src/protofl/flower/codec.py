@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from protofl.core.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
 from protofl.errors import PayloadError
 from protofl.flower.fields import (
     META,
@@ -45,7 +46,6 @@ from protofl.flower.fields import (
     read_weights,
     to_tensor,
 )
-from protofl.payloads import ClientUpdate, Prototypes, ServerMessage, StateDict
 
 PROTOTYPES, SUPPORT, DOMAINS = "prototypes", "prototype_support", "prototype_domains"
 CLIENT_STATE = "protofl.client_state"  # the record in ``context.state`` (never sent)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ConfigRecord, RecordDict
 
+from protofl.core.payloads import StateDict
 from protofl.errors import PayloadError
-from protofl.payloads import StateDict
 
 WEIGHTS, META, METRICS = "weights", "meta", "metrics"
 

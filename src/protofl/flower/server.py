@@ -2,7 +2,7 @@
 
 The server initialises the model exactly as ``protofl run`` does (seeded from the config),
 evaluates the global model on every domain's test split after each round, and writes the
-same ``config.json``, ``metrics.jsonl`` and ``summary.json`` (:mod:`protofl.results`).
+same ``config.json``, ``metrics.jsonl`` and ``summary.json`` (:mod:`protofl.outputs.results`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 from torch import nn
 
-from protofl import results
 from protofl.api import check_same_settings, saved_config
 from protofl.builders import (
     algorithm_for,
@@ -32,17 +31,18 @@ from protofl.builders import (
     resolve_device,
     run_facts,
 )
-from protofl.checkpoint import Snapshot, load_snapshot
 from protofl.config import RunConfig
+from protofl.core.records import RoundRecord
+from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError
 from protofl.flower.settings import FlowerSettings, settings_from_run_config
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
 from protofl.models import build_model
-from protofl.records import RoundRecord
-from protofl.run_folder import RunFolder
-from protofl.seeding import derive_seed, seeded_torch
+from protofl.outputs import results
+from protofl.outputs.checkpoint import Snapshot, load_snapshot
+from protofl.outputs.run_folder import RunFolder
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any
 
 from protofl.algorithms import ALGORITHMS
 from protofl.config import RunConfig, build_config
+from protofl.core.registry import unknown_name_message
 from protofl.errors import ConfigError
-from protofl.registry import unknown_name_message
 
 FLOWER_SECTION = "flower"
 Scalar = bool | int | float | str

@@ -1,10 +1,10 @@
 """The generic server strategy: the simulator's round loop, with Flower messages as transport.
 
 Each round: ``algorithm.message(state)`` is encoded for every connected node, sent with a
-timeout, the replies are decoded and validated into :class:`~protofl.payloads.ClientUpdate`
+timeout, the replies are decoded and validated into :class:`~protofl.core.payloads.ClientUpdate`
 s (a bad or failed reply is logged and that client dropped for the round), the updates are
 put in federation order, the algorithm's aggregation folds them into the new
-:class:`~protofl.payloads.GlobalState`, and the global model is tested on every domain.
+:class:`~protofl.core.payloads.GlobalState`, and the global model is tested on every domain.
 Fewer than ``flower.min_clients`` valid updates stops the run with a
 :class:`~protofl.errors.TrainingError`; nothing waits without a timeout.
 """
@@ -23,11 +23,16 @@ from torch import nn
 
 from protofl.algorithms import Algorithm
 from protofl.config import RunConfig
+from protofl.core.payloads import ClientUpdate, GlobalState
+from protofl.core.records import RoundRecord
 from protofl.engine.client import NO_PRIVACY, copy_state
 from protofl.engine.data import TestSet
 from protofl.engine.evaluate import evaluate_round
 from protofl.engine.precision import FP32, Precision
 from protofl.errors import ConfigError, PayloadError, TrainingError
+from protofl.federation.health import collapse_warning
+from protofl.federation.participation import sample_clients
+from protofl.federation.privacy import PrototypePrivacy
 from protofl.flower.codec import (
     encode_server_message,
     is_skipped,
@@ -35,11 +40,6 @@ from protofl.flower.codec import (
 )
 from protofl.flower.fields import Expected
 from protofl.flower.settings import FlowerSettings
-from protofl.health import collapse_warning
-from protofl.participation import sample_clients
-from protofl.payloads import ClientUpdate, GlobalState
-from protofl.privacy import PrototypePrivacy
-from protofl.records import RoundRecord
 
 logger = logging.getLogger(__name__)
 

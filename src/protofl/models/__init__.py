@@ -6,10 +6,10 @@ from collections.abc import Callable
 
 from torch import nn
 
+from protofl.core.registry import Registry
 from protofl.models.base import FeatureModel, check_feature_model
 from protofl.models.cnn import SmallCNN
 from protofl.models.resnet import ResNet10
-from protofl.registry import Registry
 
 ModelBuilder = Callable[[int, int], nn.Module]
 

@@ -17,18 +17,18 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from protofl.algorithms.base import Algorithm
+from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
+from protofl.core.records import Observer, RoundRecord
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
-from protofl.health import collapse_warning
+from protofl.federation.health import collapse_warning
+from protofl.federation.participation import sample_clients
+from protofl.federation.privacy import PrototypePrivacy
+from protofl.federation.screening import report, screen_update
 from protofl.models.base import check_feature_model
-from protofl.participation import sample_clients
-from protofl.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
-from protofl.privacy import PrototypePrivacy
-from protofl.records import Observer, RoundRecord
-from protofl.screening import report, screen_update
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from protofl.payloads import Prototypes
+from protofl.core.payloads import Prototypes
 
 
 class PrototypeAccumulator:

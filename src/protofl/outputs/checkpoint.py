@@ -4,7 +4,7 @@ One file, ``checkpoint.pt``, rewritten atomically after every round (a temporary
 a rename), holding the global state (weights, broadcast prototypes, server-only tensors),
 every client's private state, torch's global RNG state and the per-round history. The
 random streams of later rounds are derived from the seed, the client and the round
-(:mod:`protofl.seeding`), so a resumed run ends with exactly the results of an
+(:mod:`protofl.core.seeding`), so a resumed run ends with exactly the results of an
 uninterrupted one. Loading uses ``torch.load(weights_only=True)``: tensors and plain
 containers only, so a checkpoint cannot execute code.
 """
@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
+from protofl.core.payloads import GlobalState, Prototypes, StateDict
+from protofl.core.records import RoundRecord
 from protofl.errors import DataError
-from protofl.payloads import GlobalState, Prototypes, StateDict
-from protofl.records import RoundRecord
-from protofl.results import how_to_continue, write_failure
+from protofl.outputs.results import how_to_continue, write_failure
 from protofl.sim.simulator import Simulation
 
 CHECKPOINT = "checkpoint.pt"

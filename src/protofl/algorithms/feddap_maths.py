@@ -24,8 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from protofl.core.payloads import Prototypes
 from protofl.errors import ConfigError
-from protofl.payloads import Prototypes
 
 DEFAULT_NOISE_STD = 0.005  # reference dp(): N(0, 0.05) * 0.1
 DEFAULT_MERGE_TEMPERATURE = 0.001  # reference loc_update: proto_aggregation_attn(..., 0.001)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from protofl.records import RoundRecord
+from protofl.core.records import RoundRecord
 
 CHANCE_MARGIN = 1.5  # train accuracy below 1.5x chance after local training: not learning
 LOSS_GROWTH = 10.0  # mean train loss 10x its first round's: exploding

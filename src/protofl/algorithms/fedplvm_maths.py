@@ -23,10 +23,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from protofl.algorithms.losses import multi_positive_infonce
+from protofl.algorithms.prototypes import class_means, cluster_prototypes
+from protofl.core.payloads import Prototypes
 from protofl.errors import ConfigError, PayloadError
-from protofl.losses import multi_positive_infonce
-from protofl.payloads import Prototypes
-from protofl.prototypes import class_means, cluster_prototypes
 
 DEFAULT_ALPHA = 0.25  # reference utils/options.py --alpha
 DEFAULT_TEMPERATURE = 0.07  # reference --tau
@@ -110,9 +110,9 @@ def alpha_sparsity_contrastive_loss(
     """FedPLVM's alpha-sparsity prototype contrastive loss, averaged over the batch:
     ``-log( sum_{p in P_y} exp(s_p) / sum_{a} exp(s_a) )`` with ``s = cos(z, c)^alpha / tau``.
 
-    As :func:`protofl.losses.cluster_contrastive_loss`, it is a difference of ``logsumexp``;
-    a sample whose class has no prototype contributes 0 and still counts in B (the reference
-    returns ``inf`` there).
+    As :func:`protofl.algorithms.losses.cluster_contrastive_loss`, it is a difference of
+    ``logsumexp``; a sample whose class has no prototype contributes 0 and still counts in B
+    (the reference returns ``inf`` there).
     """
     if alpha <= 0 or temperature <= 0:
         raise ConfigError(f"alpha and temperature must be > 0; got {alpha}, {temperature}.")

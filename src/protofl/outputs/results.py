@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from protofl.core.records import RoundRecord
+from protofl.core.stats import domain_std, worst_domain
 from protofl.errors import ConfigError, DataError
-from protofl.records import RoundRecord
-from protofl.stats import domain_std, worst_domain
 
 LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
+from protofl.core.payloads import Prototypes
+from protofl.core.seeding import derive_seed, torch_generator
 from protofl.errors import ConfigError
-from protofl.payloads import Prototypes
-from protofl.seeding import derive_seed, torch_generator
 
 
 @dataclass(frozen=True)

@@ -107,10 +107,10 @@ def feature_space(run_dir: Path, path: Path, per_domain_points: int = 150) -> No
     by cosine."""
     from sklearn.manifold import TSNE
 
+    from protofl.algorithms.prototypes import class_means
     from protofl.builders import prepare
-    from protofl.checkpoint import load_checkpoint
     from protofl.config import config_from_dict
-    from protofl.prototypes import class_means
+    from protofl.outputs.checkpoint import load_checkpoint
 
     config = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     simulation, _ = prepare(config)

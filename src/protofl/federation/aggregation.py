@@ -21,9 +21,8 @@ from typing import Protocol
 
 import torch
 
-from protofl.config import WEIGHT_RULES
+from protofl.core.payloads import StateDict
 from protofl.errors import PayloadError
-from protofl.payloads import StateDict
 
 RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -187,7 +186,7 @@ def make_combiner(rule: str, trim_fraction: float = 0.1) -> WeightCombiner:
         return CoordinateRule(None)
     if rule == "trimmed-mean":
         return CoordinateRule(trim_fraction)
-    raise PayloadError(f"unknown weight rule {rule!r}; expected one of {WEIGHT_RULES}.")
+    raise PayloadError(f"unknown weight rule {rule!r}; expected mean, median or trimmed-mean.")
 
 
 Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]

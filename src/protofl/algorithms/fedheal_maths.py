@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from protofl.aggregation import is_parameter_entry
+from protofl.core.payloads import StateDict
 from protofl.errors import ConfigError, PayloadError
-from protofl.payloads import StateDict
+from protofl.federation.aggregation import is_parameter_entry
 
 DEFAULT_THRESHOLD = 0.3  # reference main.py --threshold
 DEFAULT_DISTANCE_MOMENTUM = 0.4  # reference main.py --beta

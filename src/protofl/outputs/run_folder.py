@@ -13,15 +13,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from protofl import __version__, results
-from protofl.checkpoint import Snapshot, save_snapshot
+from protofl import __version__
 from protofl.config import RunConfig, dumps
+from protofl.core.payloads import domain_id
+from protofl.core.records import RoundRecord
 from protofl.errors import ConfigError
-from protofl.payloads import domain_id
-from protofl.records import RoundRecord
+from protofl.outputs import results
+from protofl.outputs.checkpoint import Snapshot, save_snapshot
 
 if TYPE_CHECKING:
-    from protofl.tracking import TensorBoardLog
+    from protofl.outputs.tracking import TensorBoardLog
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ class RunFolder:
     def draw_clients(self, counts: Mapping[str, list[int]], alpha: float) -> None:
         """``clients.png``: each client's class histogram (optional: needs matplotlib)."""
         try:
-            from protofl import plots
+            from protofl.outputs import plots
 
             plots.client_classes(counts, self.path / "clients.png", f"label_skew = {alpha}")
         except ConfigError as err:  # matplotlib missing: the counts are in config.json
@@ -138,7 +139,7 @@ class RunFolder:
     def _tensorboard(
         self, config: RunConfig, num_classes: int, domains: Sequence[str]
     ) -> TensorBoardLog:
-        from protofl.tracking import TensorBoardLog
+        from protofl.outputs.tracking import TensorBoardLog
 
         names = {domain_id(d): d for d in domains}
         return TensorBoardLog(

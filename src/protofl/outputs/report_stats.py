@@ -4,7 +4,7 @@ Per run and window of last rounds (5, 10, 20): AVG, the sample std across domain
 STD), the worst domain and the accuracy pooled over all test samples. Spread and worst
 domain are those of the window's per-domain means, the numbers a table row shows side by
 side. Against a baseline, seed by seed, per window: the mean difference, its t interval,
-the paired t-test and the seeds needed for 80 % power (see :mod:`protofl.stats`). A window
+the paired t-test and the seeds needed for 80 % power (see :mod:`protofl.core.stats`). A window
 longer than the runs is reported as too short, never shortened.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from protofl.stats import (
+from protofl.core.stats import (
     ALPHA,
     CONFIDENCE,
     MAX_SEEDS,

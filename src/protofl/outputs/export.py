@@ -17,12 +17,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from protofl.algorithms import ALGORITHMS, AlgorithmContext
-from protofl.checkpoint import CHECKPOINT, _read
+from protofl.core.payloads import StateDict
 from protofl.data.benchmarks import BENCHMARKS
 from protofl.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from protofl.errors import ConfigError
 from protofl.models import build_model
-from protofl.payloads import StateDict
+from protofl.outputs.checkpoint import CHECKPOINT, _read
 
 WEIGHTS, FACTS = "model.safetensors", "model.json"
 

@@ -8,7 +8,7 @@ data folder, device) and the precision may differ; the precisions and commits th
 each row are listed under the table. The table is the paper's layout: per-domain top-1
 accuracy and AVG, each the mean over a run's last five rounds, then mean ± std over seeds;
 then the spread across domains, the worst domain and the pooled accuracy, and with a
-baseline the paired statistics (:mod:`protofl.report_stats`).
+baseline the paired statistics (:mod:`protofl.outputs.report_stats`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from protofl import report_stats, results
 from protofl.errors import ConfigError
+from protofl.outputs import report_stats, results
 
 LAST = results.LAST_ROUNDS
 DISPLAY_NAMES = {"mnist": "MNIST", "usps": "USPS", "svhn": "SVHN", "syn": "SYN", "dslr": "DSLR"}
@@ -350,7 +350,7 @@ def write_report(
     }
     results.write_json(out / "results.json", serialisable)
     if plots:
-        from protofl import plots as plotting
+        from protofl.outputs import plots as plotting
 
         plotting.accuracy_per_round(table, out / "accuracy_per_round.png", meta)
         plotting.per_domain(table, out / "per_domain.png", meta)

@@ -11,9 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from protofl.config import RunConfig, list_presets, preset_summary
-from protofl.records import RoundRecord
-from protofl.report import mean_std_text, paired_text, worst_text
-from protofl.report_stats import METRICS, WINDOWS, comparison_text
+from protofl.core.records import RoundRecord
+from protofl.outputs.report import mean_std_text, paired_text, worst_text
+from protofl.outputs.report_stats import METRICS, WINDOWS, comparison_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
     from protofl.api import RunResult

@@ -3,7 +3,7 @@ the same draw in the simulator and on Flower."""
 
 from __future__ import annotations
 
-from protofl.seeding import derive_seed, numpy_generator
+from protofl.core.seeding import derive_seed, numpy_generator
 
 
 def participants(count: int, per_round: float) -> int:

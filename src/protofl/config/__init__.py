@@ -19,9 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from protofl.core.registry import unknown_name_message
+from protofl.core.validation import FrozenMap, check_fields, thaw
 from protofl.errors import ConfigError
-from protofl.registry import unknown_name_message
-from protofl.validation import FrozenMap, check_fields, thaw
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,7 +139,7 @@ def _check_privacy(config: RunConfig) -> None:
         )
 
 
-WEIGHT_RULES = ("mean", "median", "trimmed-mean")  # protofl.aggregation.make_combiner
+WEIGHT_RULES = ("mean", "median", "trimmed-mean")  # protofl.federation.aggregation.make_combiner
 
 
 def _check_aggregation(config: RunConfig) -> None:

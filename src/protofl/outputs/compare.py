@@ -22,14 +22,15 @@ from typing import Any
 
 import torch
 
-from protofl import __version__, report
+from protofl import __version__
 from protofl.algorithms import ALGORITHMS
 from protofl.api import RunResult, resume, run
 from protofl.config import RunConfig, build_config, merge
+from protofl.core.records import Observer
 from protofl.errors import ConfigError
-from protofl.records import Observer
-from protofl.report import FinishedRun
-from protofl.run_folder import provenance
+from protofl.outputs import report
+from protofl.outputs.report import FinishedRun
+from protofl.outputs.run_folder import provenance
 
 logger = logging.getLogger(__name__)
 

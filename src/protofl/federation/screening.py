@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import torch
 
+from protofl.core.payloads import ClientUpdate, StateDict
 from protofl.errors import PayloadError, TrainingError
-from protofl.payloads import ClientUpdate, StateDict
 
 logger = logging.getLogger(__name__)
 

@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
+from protofl.algorithms.prototypes import class_means
+from protofl.core.payloads import GlobalState, Prototypes
+from protofl.core.records import RoundRecord
 from protofl.errors import ConfigError
-from protofl.payloads import GlobalState, Prototypes
-from protofl.prototypes import class_means
-from protofl.records import RoundRecord
 
 FOLDER = "tensorboard"
 
