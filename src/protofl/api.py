@@ -53,7 +53,9 @@ logger = logging.getLogger(__name__)
 EXECUTION_ONLY = frozenset({"out", "threads"})
 # Settings a resumed run may change, recorded in config.json as a change after round N: more
 # rounds, and the local optimiser's settings (e.g. a smaller lr after a NaN stop).
-RESUME_CHANGEABLE = frozenset({"rounds", "lr", "momentum", "weight_decay"})
+# Where it runs may change too (a GPU run continued on a CPU), recorded the same way and in
+# config.json's resolved.parts.
+RESUME_CHANGEABLE = frozenset({"rounds", "lr", "momentum", "weight_decay", "device", "precision"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,6 +84,7 @@ def execute(
     folder = None
     if resumed_dir is not None:
         folder = RunFolder(resumed_dir)
+        folder.add_part(resolved, simulation.state.round + 1, config.threads)
         folder.rewrite(simulation.history)
     elif write:
         folder = RunFolder.create(config, resolved, overwrite)

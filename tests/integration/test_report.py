@@ -242,3 +242,27 @@ def test_a_window_longer_than_the_runs_is_reported_not_shortened(tmp_path: Path)
     assert saved["rows"]["fedavg"]["windows"]["last_10"] is None
     table = (tmp_path / "r" / "table.md").read_text()
     assert "runs have 8 rounds, fewer than 10 | runs have 8 rounds, fewer than 20 |" in table
+
+
+def test_a_resumed_run_names_every_part_and_a_mixed_row_says_so() -> None:
+    from protofl.outputs.report import FinishedRun, _provenance_lines
+
+    def run(parts: list[dict[str, Any]] | None, precision: str = "bf16") -> FinishedRun:
+        resolved: dict[str, Any] = {"precision": precision, "produced_by": {"commit": "aaa"}}
+        if parts is not None:
+            resolved["parts"] = parts
+        return FinishedRun(Path("x"), {"resolved": resolved}, [])
+
+    old = run(None)  # recorded before parts existed
+    assert old.facts() == {"precision": "bf16", "commit": "aaa", "parts": 1}
+    resumed = run(
+        [
+            {"first_round": 1, "precision": "bf16", "commit": "aaa"},
+            {"first_round": 48, "precision": "fp32", "commit": "bbb"},
+        ]
+    )
+    assert resumed.facts() == {"precision": "bf16+fp32", "commit": "aaa+bbb", "parts": 2}
+    table = {"rows": {"fpl": {"seeds": [0, 1], "facts": [old.facts(), resumed.facts()]}}}
+    (line,) = _provenance_lines(table)
+    assert "seed 1: bf16+fp32 @ aaa+bbb" in line
+    assert "(mixed precisions)" in line and "(mixed commits)" in line

@@ -84,7 +84,8 @@ def test_resume_refuses_changed_settings(
     assert code == 2
     message = " ".join(capsys.readouterr().err.split())
     assert "seed (saved 5, given 6)" in message  # lr may change on resume; the seed may not
-    assert "lr (saved" not in message and "may change only lr, momentum, rounds" in message
+    assert "lr (saved" not in message
+    assert "may change only device, lr, momentum, precision, rounds" in message
     # settings equal to the saved ones, or another thread count (how the run executes, not
     # what it is), pass the check; round 1 of 1 is done, so there is nothing to resume
     for same in (["--seed", "5"], ["--set", "threads=1"]):
@@ -129,3 +130,26 @@ def test_malicious_or_truncated_checkpoint_is_refused(
     checkpoint.write_bytes(good[: len(good) // 2])
     assert main(["run", "--resume", str(folder), "--quiet"]) == 2
     assert "truncated" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_each_part_of_a_resumed_run_is_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """config.json's resolved.parts: where each part ran (threads, device, precision, CPU,
+    commit); a part on another precision is recorded as a change and warned about."""
+    folder = tmp_path / "run"
+    args = [*TINY, "--out", str(folder)]
+    args[args.index("3")] = "1"
+    assert main(["run", *args]) == 0
+    resumed = ["run", "--resume", str(folder), "--quiet", "--rounds", "2"]
+    with caplog.at_level("WARNING", logger="protofl"):
+        assert main([*resumed, "--set", "threads=2", "--set", "precision='fp64'"]) == 0
+    stored = json.loads((folder / "config.json").read_text())
+    parts = stored["resolved"]["parts"]
+    assert [p["first_round"] for p in parts] == [1, 2]
+    assert [p["threads"] for p in parts] == [1, 2]
+    assert [p["precision"] for p in parts] == ["fp32", "fp64"]
+    assert all(p["cpu"] and "version" in p and "commit" in p for p in parts)
+    assert stored["resume_changes"][-1]["precision"] == ["fp32", "fp64"]
+    assert "rounds from 2 on run with precision fp64, the rounds before with fp32" in caplog.text

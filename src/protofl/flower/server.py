@@ -140,6 +140,7 @@ def _open_folder(setup: ServerSetup, strategy: ProtoflStrategy) -> RunFolder:
         raise ConfigError(f"{str(out)!r} already finished all {config.rounds} rounds.")
     strategy.state, strategy.history = snapshot.state, snapshot.history
     strategy.node_of = decode_nodes(snapshot.client_states.get(NODES, {}))
+    folder.add_part(setup.resolved, snapshot.state.round + 1, config.threads)
     folder.rewrite(snapshot.history)
     logger.info("resuming %s after round %d", out, snapshot.state.round)
     return folder

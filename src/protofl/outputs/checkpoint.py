@@ -74,10 +74,27 @@ def load_checkpoint(out_dir: Path, simulation: Simulation) -> int:
     """Restore ``simulation`` from ``out_dir/checkpoint.pt``; return the round it reached."""
     device = next(simulation.model.parameters()).device
     snapshot = load_snapshot(out_dir, simulation.model.state_dict(), device)
-    simulation.state, simulation.history = snapshot.state, snapshot.history
-    simulation.client_states = snapshot.client_states
-    simulation.model.load_state_dict(snapshot.state.weights)
+    # a part resumed in another precision (fp32 <-> fp64) continues in its own dtype
+    dtype = simulation.precision.dtype
+    state = snapshot.state
+    prototypes = state.prototypes
+    if prototypes is not None and prototypes.vectors.is_floating_point():
+        prototypes = prototypes.with_vectors(prototypes.vectors.to(dtype))
+    simulation.state = dataclasses.replace(
+        state,
+        weights=_as_dtype(state.weights, dtype),
+        tensors=_as_dtype(state.tensors, dtype),
+        prototypes=prototypes,
+    )
+    simulation.history = snapshot.history
+    simulation.client_states = {k: _as_dtype(v, dtype) for k, v in snapshot.client_states.items()}
+    simulation.model.load_state_dict(simulation.state.weights)
     return simulation.state.round
+
+
+def _as_dtype(tensors: StateDict, dtype: torch.dtype) -> StateDict:
+    """Floating tensors in ``dtype``; integer ones (counters) as they are."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
 
 
 def load_snapshot(out_dir: Path, expected: StateDict, device: torch.device) -> Snapshot:

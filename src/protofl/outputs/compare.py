@@ -30,7 +30,7 @@ from protofl.core.records import Observer
 from protofl.errors import ConfigError
 from protofl.outputs import report
 from protofl.outputs.report import FinishedRun
-from protofl.outputs.run_folder import provenance
+from protofl.outputs.run_folder import cpu_model, provenance
 
 logger = logging.getLogger(__name__)
 
@@ -98,22 +98,12 @@ def _finished(folder: Path, rounds: int) -> bool:
 
 
 def describe_machine() -> str:
-    cpu = platform.processor() or _cpu_model() or platform.machine()
+    cpu = cpu_model()
     return (
         f"{cpu}, {os.cpu_count()} cores, {platform.system()}, Python "
         f"{platform.python_version()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads"
     )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def current_commit() -> str:

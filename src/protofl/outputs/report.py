@@ -94,9 +94,20 @@ class FinishedRun:
         return None if sizes is None else {d: int(n) for d, n in sizes.items()}
 
     def facts(self) -> dict[str, Any]:
+        """The precision and commit behind the run; a resumed run lists each part's
+        (``fp32+fp64``) from config.json's ``resolved.parts`` where it recorded them."""
         resolved = self.config.get("resolved", {})
         produced = resolved.get("produced_by", {})
-        return {"precision": resolved.get("precision"), "commit": produced.get("commit")}
+        parts = resolved.get("parts") or [
+            {"precision": resolved.get("precision"), "commit": produced.get("commit")}
+        ]
+        precisions = list(dict.fromkeys(str(p.get("precision") or "?") for p in parts))
+        commits = list(dict.fromkeys(str(p["commit"]) for p in parts if p.get("commit")))
+        return {
+            "precision": "+".join(precisions) if precisions != ["?"] else None,
+            "commit": "+".join(commits) or None,
+            "parts": len(parts),
+        }
 
 
 def group_runs(runs: Sequence[FinishedRun]) -> dict[str, list[FinishedRun]]:
@@ -289,7 +300,15 @@ def _provenance_lines(table: Mapping[str, Any]) -> list[str]:
             + (f" @ {fact['commit']}" if fact.get("commit") else "")
             for seed, fact in zip(row["seeds"], row["facts"], strict=True)
         ]
-        mixed = " (mixed precisions)" if len({f["precision"] for f in row["facts"]}) > 1 else ""
+        precisions = {f["precision"] for f in row["facts"]}
+        commits = {f.get("commit") for f in row["facts"]}
+        mixed = (
+            " (mixed precisions)"
+            if len(precisions) > 1 or any(p and "+" in p for p in precisions)
+            else ""
+        )
+        if len(commits) > 1 or any(c and "+" in c for c in commits):
+            mixed += " (mixed commits)"
         stories.setdefault("; ".join(parts) + mixed, []).append(algorithm)
     lines = [f"- {', '.join(names)}: {story}" for story, names in stories.items()]
     for algorithm, row in table["rows"].items():

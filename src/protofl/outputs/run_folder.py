@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import json
 import logging
 import os
+import platform
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -112,7 +114,8 @@ class RunFolder:
         one holding results unless ``overwrite``, and write ``config.json``."""
         path = results.prepare_out_dir(Path(config.out or default_out(config, kind)), overwrite)
         folder = cls(path)  # locked before anything is written
-        facts = {**resolved, "produced_by": provenance()}
+        part = run_part(resolved, first_round=1, threads=config.threads)
+        facts = {**resolved, "produced_by": provenance(), "parts": [part]}
         (path / "config.json").write_text(dumps(config, {"resolved": facts}) + "\n")
         logger.info("writing results to %s", path.resolve())
         counts = resolved.get("client_class_counts")
@@ -149,6 +152,31 @@ class RunFolder:
     def record(self, record: RoundRecord) -> None:
         results.append_round(self.path, record)
 
+    def add_part(self, resolved: Mapping[str, Any], first_round: int, threads: int) -> None:
+        """On resume: append what runs this part (from ``first_round`` on) to config.json's
+        ``resolved.parts``, and warn when its device or precision differ from the part
+        before: the numbers and random streams then differ from an uninterrupted run."""
+        path = self.path / "config.json"
+        stored = json.loads(path.read_text())
+        facts = stored.setdefault("resolved", {})
+        parts = facts.setdefault("parts", [])
+        before = parts[-1] if parts else facts  # a run from before parts were recorded
+        part = run_part(resolved, first_round, threads)
+        for key in ("device", "precision"):
+            if before.get(key) is not None and before.get(key) != part[key]:
+                logger.warning(
+                    "%s: rounds from %d on run with %s %s, the rounds before with %s: the "
+                    "numbers (and on another device the random streams) differ from an "
+                    "uninterrupted run; config.json records each part.",
+                    self.path,
+                    first_round,
+                    key,
+                    part[key],
+                    before[key],
+                )
+        parts.append(part)
+        results.write_json(path, stored)
+
     def rewrite(self, history: Sequence[RoundRecord]) -> None:
         """On resume: keep exactly the rounds the checkpoint holds."""
         results.rewrite_rounds(self.path, history)
@@ -162,6 +190,37 @@ def default_out(config: RunConfig, kind: str = "") -> Path:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = "-".join(part for part in (config.algorithm, config.benchmark, kind, stamp) if part)
     return Path("runs") / name
+
+
+def run_part(resolved: Mapping[str, Any], first_round: int, threads: int) -> dict[str, Any]:
+    """What runs one part of a run (all of it, or from a resume on): the rounds it starts
+    at, the device, GPU, precision, threads, CPU, and protofl's version and commit."""
+    import torch
+
+    part: dict[str, Any] = {
+        "first_round": first_round,
+        "device": resolved.get("device"),
+        "precision": resolved.get("precision"),
+        "threads": threads or torch.get_num_threads(),
+        "cpu": cpu_model(),
+        **provenance(),
+    }
+    device = str(resolved.get("device") or "")
+    if device.startswith("cuda") and torch.cuda.is_available():
+        part["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        part["tf32"] = bool(torch.backends.cuda.matmul.allow_tf32)
+    return part
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what the platform says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def provenance() -> dict[str, Any]:
