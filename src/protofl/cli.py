@@ -132,6 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def where_it_runs(resolved: dict[str, Any]) -> str:
+    """What device=auto and precision=auto became: 'cuda:0 (NVIDIA H100, bf16)' or
+    'cpu (fp32, 2 threads)', so a silent fallback to the CPU shows at once."""
+    import torch
+
+    device = str(resolved.get("device", "?"))
+    precision = resolved.get("precision", "?")
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(torch.device(device))
+        return f"{device} ({name}, {precision})"
+    return f"{device} ({precision}, {torch.get_num_threads()} threads)"
+
+
 def _observer(args: argparse.Namespace, console: Console, clients: int | None) -> Any:
     return contextlib.nullcontext() if args.quiet else ProgressObserver(console, clients)
 
@@ -151,6 +164,7 @@ def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> 
 
     with torch_threads(config.threads):
         simulation, resolved = prepare(config)
+        console.print(f"running on {where_it_runs(resolved)}", highlight=False)
     per_round = participants(len(simulation.federation.clients), config.clients_per_round)
     with _observer(args, console, per_round) as observer:
         return execute(simulation, config, resolved, observer, overwrite=args.overwrite)
