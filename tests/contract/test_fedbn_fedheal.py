@@ -162,3 +162,29 @@ def test_fpl_fedheal_takes_both_option_sets_and_keeps_fpls_prototype_step() -> N
     new = aggregate_all(algorithm, GlobalState(0, {"w": torch.tensor([0.5])}), updates)
     assert new.prototypes is not None and len(new.prototypes) >= 2  # FPL's clusters
     assert algorithm.name == "fpl-fedheal"
+
+
+def test_each_round_records_fedheals_weights_and_kept_share_per_client() -> None:
+    """metrics.jsonl says what FedHEAL did: the weights sum to 1 per round, the kept share is
+    1 in round 1 (no sign history yet) and below 1 once masks drop coordinates, and it is
+    exactly 1 with the mask switched off; FedAvg records nothing."""
+    clients, tests = tiny_clients()
+    changes = {"rounds": 3}
+    config = RunConfig(**{**CONFIG.to_dict(), "algorithm": "fedheal", **changes})
+    history = train_federated(clients, tests, TinyNet, config).history
+    for record in history:
+        step = record.server_step
+        assert step is not None and set(step) == set(record.clients)
+        assert sum(v["weight"] for v in step.values()) == pytest.approx(1.0)
+        assert all(0.0 <= v["kept"] <= 1.0 for v in step.values())
+    assert all(v["kept"] == 1.0 for v in history[0].server_step.values())  # type: ignore[union-attr]
+    assert any(v["kept"] < 1.0 for r in history[1:] for v in r.server_step.values())  # type: ignore[union-attr]
+    unmasked = RunConfig(
+        **{**config.to_dict(), "algorithm_options": {"fedheal": {"harmonise": False}}}
+    )
+    for record in train_federated(clients, tests, TinyNet, unmasked).history:
+        assert all(v["kept"] == 1.0 for v in record.server_step.values())  # type: ignore[union-attr]
+    fedavg = RunConfig(**{**CONFIG.to_dict(), "algorithm": "fedavg"})
+    assert all(
+        r.server_step is None for r in train_federated(clients, tests, TinyNet, fedavg).history
+    )

@@ -95,6 +95,8 @@ class HealingAggregation:
     def __init__(self, owner: FedHEAL, state: GlobalState) -> None:
         self.owner, self.state = owner, state
         self.updates: list[ClientUpdate] = []
+        # what the server step did, per client, for metrics.jsonl (RoundRecord.server_step)
+        self.report: dict[str, dict[str, float]] = {}
 
     def add(self, update: ClientUpdate) -> None:
         self.updates.append(update)
@@ -116,6 +118,13 @@ class HealingAggregation:
             owner.config.distance_momentum,
             fixed_weights=None if owner.config.equalise else self._sample_counts(),
         )
+        self.report = {
+            cid: {
+                "weight": float(healed.aggregation_weights[i]),
+                "kept": float(healed.kept_share[i]),
+            }
+            for i, cid in enumerate(ids)
+        }
         folds = owner.inner.weight_folds()
         for update in self.updates:
             for name, combiner in folds.items():

@@ -178,6 +178,7 @@ class FedhealRound:
     client_weights: torch.Tensor  # [K] unnormalised weights w_k, to pass back next round
     client_increments: torch.Tensor  # [K] increments inc_k, to pass back next round
     aggregation_weights: torch.Tensor  # [K] this round's normalised weights
+    kept_share: torch.Tensor  # [K] share of each client's parameter coordinates its mask kept
 
 
 def fedheal_combine(
@@ -227,4 +228,17 @@ def fedheal_combine(
             distances, previous_weights, previous_increments, seen, distance_momentum
         )
     new_global = masked_weighted_update(global_weights, masked, masks, normalised)
-    return FedhealRound(new_global, new_histories, weights, increments, normalised)
+    kept = torch.tensor([kept_share(m, global_weights, parameter_names) for m in masks])
+    return FedhealRound(new_global, new_histories, weights, increments, normalised, kept)
+
+
+def kept_share(
+    mask: StateDict, global_weights: StateDict, parameter_names: frozenset[str] = frozenset()
+) -> float:
+    """The share of a client's parameter coordinates (buffers left out) that its mask keeps."""
+    kept = total = 0
+    for key, value in mask.items():
+        if is_parameter_entry(key, global_weights[key], parameter_names):
+            kept += int(value.sum())
+            total += value.numel()
+    return kept / total if total else 1.0

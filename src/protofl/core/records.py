@@ -36,6 +36,9 @@ class RoundRecord:
     worst_domain: str | None = None
     worst_domain_accuracy: float | None = None
     pooled_accuracy: float | None = None  # correct over all domains' test samples
+    # what the server step did per client, where the algorithm reports it (FedHEAL: each
+    # client's aggregation weight and the share of its parameter coordinates the mask kept)
+    server_step: dict[str, dict[str, float]] | None = None
 
 
 class Observer(Protocol):

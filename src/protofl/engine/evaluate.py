@@ -73,6 +73,7 @@ def evaluate_round(
     eval_batch_size: int,
     precision: Precision,
     privacy: PrototypePrivacy,
+    server_step: dict[str, dict[str, float]] | None = None,
 ) -> RoundRecord:
     """Test the aggregated model on every domain and record the round.
 
@@ -99,6 +100,7 @@ def evaluate_round(
         worst_domain=worst,
         worst_domain_accuracy=worst_accuracy,
         pooled_accuracy=pooled_accuracy(per_domain, sizes),
+        server_step=server_step or None,
     )
 
 

@@ -94,6 +94,7 @@ class ProtoflStrategy:
         self._warned = False  # a collapse is reported once per run
         self._ids: dict[int, str] = {}  # client index -> id, as seen in updates
         self._absent: list[str] = []
+        self._server_step: dict[str, dict[str, float]] | None = None
         # client index -> the node that holds it. Who a reply is from comes from the
         # transport (the message it answers was sent to that node), never from the payload:
         # a node claiming another node's client is refused, and named.
@@ -181,6 +182,7 @@ class ProtoflStrategy:
             aggregation.add(update)
             kept.append(dataclasses.replace(update, weights={}))
         self.state = aggregation.result()
+        self._server_step = getattr(aggregation, "report", None)  # as the simulator
         return kept, rejected
 
     def _note_absent(self, round_index: int, received: dict[int, ClientUpdate]) -> None:
@@ -216,6 +218,7 @@ class ProtoflStrategy:
             setup.config.eval_batch_size,
             setup.precision,
             setup.privacy,
+            self._server_step,
         )
         record = dataclasses.replace(record, absent=list(self._absent))
         self.history.append(record)

@@ -73,6 +73,8 @@ class TensorBoardLog:
         scalars["prototypes/count"] = float(record.num_prototypes)
         if record.privacy_epsilon is not None:
             scalars["privacy/epsilon"] = record.privacy_epsilon
+        for client, values in (record.server_step or {}).items():
+            scalars.update({f"server/{key}/{client}": v for key, v in values.items()})
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)
         if state.prototypes is not None and len(state.prototypes):

@@ -53,6 +53,7 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self._warned = False
+        self._server_step: dict[str, dict[str, float]] | None = None
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
         self._forward = make_forward(self._worker, self.compile_backend)
@@ -126,6 +127,7 @@ class Simulation:
             self.eval_batch_size,
             self.precision,
             self.privacy,
+            self._server_step,
         )
         record = self._with_personal_accuracy(record)
         self.history.append(record)
@@ -193,6 +195,8 @@ class Simulation:
                 observer.client_finished(message.round, client.client_id)
         report(rejected, len(kept), message.round)
         self.state = aggregation.result()
+        # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
+        self._server_step = getattr(aggregation, "report", None)
         return kept, rejected
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
