@@ -35,6 +35,7 @@ def test_exported_model_reproduces_the_final_accuracy(algorithm: str, tmp_path: 
     facts = json.loads((tmp_path / "model" / "model.json").read_text())
     assert facts["model"] == "cnn" and facts["arguments"]["num_classes"] == 10
     assert facts["input"]["mean"] == [0.485, 0.456, 0.406]
+    assert facts["accuracy_measured_in"] == "fp32"
     model = load_exported(tmp_path / "model")
     _, federation, _ = load_federation(config)
     got = evaluate(model, federation.test_sets, 512)

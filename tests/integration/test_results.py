@@ -49,3 +49,12 @@ def test_summary_fairness_and_pooled_accuracy() -> None:
     summary = summarise(pooled, wall_seconds=1.0)
     assert summary["last_5_rounds"]["pooled_accuracy"] == pytest.approx(0.04)
     assert summary["pooled_accuracy"] == pytest.approx(0.06)
+
+
+def test_a_run_shorter_than_the_window_says_so() -> None:
+    from protofl.outputs.results import window_text
+
+    assert window_text(100) == "last 5 rounds"
+    assert window_text(5) == "last 5 rounds"
+    assert window_text(2) == "last 2 rounds (the runs have 2, fewer than 5)"
+    assert window_text(1) == "last round (the runs have 1, fewer than 5)"

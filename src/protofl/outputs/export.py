@@ -99,6 +99,14 @@ def _facts(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
         "benchmark": benchmark,
         "domains": resolved.get("domains"),
         "final_per_domain_accuracy": summary.get("per_domain_accuracy"),
+        # bf16 and fp32 inference differ by a test sample here and there: the accuracy above
+        # was measured in this precision (the last part's, for a resumed run)
+        "accuracy_measured_in": _last_part(resolved).get("precision"),
         "produced_by": resolved.get("produced_by"),
         "run": str(run_dir),
     }
+
+
+def _last_part(resolved: dict[str, Any]) -> dict[str, Any]:
+    parts = resolved.get("parts") or [resolved]
+    return dict(parts[-1])

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from protofl.errors import ConfigError
+from protofl.outputs.results import window_text
 
 
 def _pyplot() -> Any:
@@ -72,12 +73,13 @@ def per_domain(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) ->
         means = [row[c]["mean"] for c in columns]
         spreads = [row[c]["std"] if row[c]["n"] > 1 else 0.0 for c in columns]
         offset = (index - (len(algorithms) - 1) / 2) * width
+        seeds = len(row["curves"])  # per row: rows may differ in seeds
         axes.bar(
             positions + offset,
             means,
             width,
-            yerr=spreads,
-            label=algorithm,
+            yerr=spreads if seeds > 1 else None,
+            label=f"{algorithm} ({seeds} seed{'s' if seeds > 1 else ''})",
             capsize=2,
             color=colours[index],
         )
@@ -92,12 +94,17 @@ def per_domain(table: Mapping[str, Any], path: Path, meta: Mapping[str, Any]) ->
 
 
 def _window(table: Mapping[str, Any]) -> str:
-    """What each bar averages, as it was for these runs (a 2-round, 1-seed run says so)."""
+    """What each bar averages, as it was for these runs (a 2-round run says so); the seeds
+    are counted per row in the legend, and a one-seed row has no error bar."""
     rounds = min(len(c) for row in table["rows"].values() for c in row["curves"].values())
-    seeds = max(len(row["curves"]) for row in table["rows"].values())
-    over_rounds = "last round" if rounds == 1 else f"mean of the last {min(5, rounds)} rounds"
-    spread = "one seed" if seeds == 1 else f"mean ± std over {seeds} seeds"
-    return f"{over_rounds}, {spread}"
+    counts = {len(row["curves"]) for row in table["rows"].values()}
+    if counts == {1}:
+        spread = "one seed per row"
+    elif len(counts) == 1:
+        spread = f"mean ± std over {counts.pop()} seeds"
+    else:
+        spread = "mean over each row's seeds (legend), ± std where it has more than one"
+    return f"mean of the {window_text(rounds)}, {spread}"
 
 
 def feature_space(run_dir: Path, path: Path, per_domain_points: int = 150) -> None:

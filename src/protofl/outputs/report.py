@@ -239,12 +239,18 @@ def _row(
 _mean_std = report_stats.mean_std
 
 
+def shortest_run(table: Mapping[str, Any]) -> int:
+    """Rounds of the shortest run in the table (what its window can cover)."""
+    return min(len(c) for row in table["rows"].values() for c in row["curves"].values())
+
+
 def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     domains = table["domains"]
     names = {d: DISPLAY_NAMES.get(d, d.capitalize()) for d in domains}
+    rounds = shortest_run(table)
     lines = [
-        f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the last {LAST} rounds of each "
-        "run, mean ± std over its seeds (one seed: no ±). std: sample std across the "
+        f"Top-1 accuracy (%) on {meta['benchmark']}, mean over the {results.window_text(rounds)} "
+        "of each run, mean ± std over its seeds (one seed: no ±). std: sample std across the "
         "domains (as FedHEAL reports it); worst: the lowest domain (named when every seed "
         "agrees); pooled: correct over all test samples of all domains.",
         "",

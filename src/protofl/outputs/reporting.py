@@ -12,7 +12,8 @@ from rich.table import Table
 
 from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.core.records import RoundRecord
-from protofl.outputs.report import mean_std_text, paired_text, worst_text
+from protofl.outputs import results
+from protofl.outputs.report import mean_std_text, paired_text, shortest_run, worst_text
 from protofl.outputs.report_stats import METRICS, WINDOWS, comparison_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
@@ -78,7 +79,7 @@ def print_results(console: Console, result: RunResult) -> None:
     table = Table(title=f"accuracy after round {summary['rounds']}")
     table.add_column("domain")
     table.add_column("final", justify="right")
-    table.add_column("last 5 rounds", justify="right")
+    table.add_column(results.window_text(summary["rounds"]), justify="right")
     for domain, accuracy in summary["per_domain_accuracy"].items():
         table.add_row(domain, f"{accuracy:.2%}", f"{last['per_domain_accuracy'][domain]:.2%}")
     table.add_row(
@@ -106,7 +107,8 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
     """The comparison table (last-5-round accuracy, mean ± std over seeds), then with a
     baseline the paired statistics per window."""
     columns = [*report["domains"], "AVG"]
-    table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), last 5 rounds")
+    window = results.window_text(shortest_run(report))
+    table = Table(title=f"{report['meta']['benchmark']}: accuracy (%), {window}")
     table.add_column("algorithm")
     for column in columns:
         table.add_column(column, justify="right")
@@ -119,7 +121,7 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
         extra = [paired_text(row.get("paired"))] if baseline else []
         table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])), *extra)
     console.print(table)
-    fairness = Table(title="across domains (%), last 5 rounds")
+    fairness = Table(title=f"across domains (%), {window}")
     for column in ("algorithm", "AVG", "std across domains", "worst domain", "pooled"):
         fairness.add_column(column, justify="left" if column == "algorithm" else "right")
     for algorithm, row in report["rows"].items():
@@ -129,8 +131,8 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
     for metric, title in METRICS.items() if baseline else ():
         paired = Table(title=f"{title} minus {baseline}'s, paired over seeds")
         paired.add_column("algorithm")
-        for window in WINDOWS:
-            paired.add_column(f"last {window} rounds")
+        for size in WINDOWS:
+            paired.add_column(f"last {size} rounds")
         for algorithm, row in report["rows"].items():
             if "paired_statistics" in row:
                 entries = row["paired_statistics"][metric]

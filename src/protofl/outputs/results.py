@@ -18,6 +18,14 @@ from protofl.errors import ConfigError, DataError
 LAST_ROUNDS = 5  # the paper reports accuracy averaged over the last five rounds
 
 
+def window_text(rounds: int) -> str:
+    """What "the last 5 rounds" is for runs of ``rounds`` rounds: a shorter run says so."""
+    if rounds >= LAST_ROUNDS:
+        return f"last {LAST_ROUNDS} rounds"
+    shown = "last round" if rounds == 1 else f"last {rounds} rounds"
+    return f"{shown} (the runs have {rounds}, fewer than {LAST_ROUNDS})"
+
+
 def prepare_out_dir(path: Path, overwrite: bool = False) -> Path:
     """Create ``path``; refuse one that already holds results unless ``overwrite``."""
     if path.exists() and not path.is_dir():
