@@ -246,7 +246,11 @@ def train_federated(
     federation = federation_from_arrays(clients, test_sets, num_classes, config.augment)
     check_labels_fit_head(model, federation)
     device = resolve_device(config.device)
-    simulation, resolved = build_simulation(config, model.to(device), federation.to(device), {})
+    facts = {  # what protofl report needs to tabulate the run, as for a benchmark's run
+        "domains": [t.domain for t in federation.test_sets],
+        "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
+    }
+    simulation, resolved = build_simulation(config, model.to(device), federation.to(device), facts)
     if resume_dir is None:
         return execute(simulation, config, resolved, observer, write)
     folder = Path(resume_dir)

@@ -27,6 +27,7 @@ from protofl.data.partition import check_allocation, draw_clients
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
+from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.models import MODELS, build_model, check_feature_model
@@ -192,6 +193,12 @@ def build_simulation(
     config: RunConfig, model: nn.Module, federation: Federation, resolved: dict[str, Any]
 ) -> tuple[Simulation, dict[str, Any]]:
     configure_determinism(config.deterministic)
+    federation = split_validation(federation, config.validation_fraction, config.seed)
+    if federation.validation_sets:
+        resolved = {
+            **resolved,
+            "validation_sizes": {t.domain: len(t.data) for t in federation.validation_sets},
+        }
     device = next(model.parameters()).device
     first = federation.clients[0]
     example = first.transform.eval(first.source.inputs[first.indices[:2]])

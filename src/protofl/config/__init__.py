@@ -65,6 +65,10 @@ class RunConfig:
     # the run's seed, so anyone who knows the seed (the server) can remove it
     privacy_noise: str = "secure"
     label_skew: float = 0.0  # > 0: Dirichlet(alpha) class split among a domain's clients
+    # > 0: this share of every client's training data, class-stratified and seeded, is held
+    # out and scored each round (validation_accuracy), for choosing methods and options
+    # without looking at the test set; 0 (the papers' protocol) trains on everything
+    validation_fraction: float = 0.0
     tensorboard: bool = False  # event files (scalars, prototype projector) in the run folder
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
     aggregation: str = "mean"  # how client weights combine: mean, median, trimmed-mean
@@ -112,6 +116,11 @@ def _check_ranges(config: RunConfig) -> None:
         raise ConfigError(
             f"label_skew must be >= 0 (0: no skew; the Dirichlet alpha, e.g. 0.5); got "
             f"{config.label_skew}."
+        )
+    if not (math.isfinite(config.validation_fraction) and 0 <= config.validation_fraction < 1):
+        raise ConfigError(
+            f"validation_fraction must lie in [0, 1) (0: no validation split, e.g. 0.1); got "
+            f"{config.validation_fraction}."
         )
     if config.client_fraction is not None and not 0 < config.client_fraction <= 1:
         raise ConfigError(f"client_fraction must lie in (0, 1]; got {config.client_fraction}.")

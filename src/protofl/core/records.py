@@ -39,6 +39,10 @@ class RoundRecord:
     # what the server step did per client, where the algorithm reports it (FedHEAL: each
     # client's aggregation weight and the share of its parameter coordinates the mask kept)
     server_step: dict[str, dict[str, float]] | None = None
+    # with validation_fraction > 0: the global model on each domain's held-out training
+    # samples, and their plain mean over domains (as mean_accuracy); None otherwise
+    validation_accuracy: dict[str, float] | None = None
+    validation_mean_accuracy: float | None = None
 
 
 class Observer(Protocol):

@@ -60,6 +60,8 @@ class Federation:
     clients: tuple[ClientData, ...]
     test_sets: tuple[TestSet, ...]
     num_classes: int
+    # per domain, the samples held out of the clients' training data (validation_fraction)
+    validation_sets: tuple[TestSet, ...] = ()
 
     def to(self, device: torch.device | str) -> Federation:
         """Move every sample to ``device`` once (each shared source is moved only once)."""
@@ -76,4 +78,5 @@ class Federation:
             for c in self.clients
         )
         tests = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.test_sets)
-        return Federation(clients, tests, self.num_classes)
+        held = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.validation_sets)
+        return Federation(clients, tests, self.num_classes, held)

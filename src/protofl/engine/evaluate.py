@@ -74,6 +74,7 @@ def evaluate_round(
     precision: Precision,
     privacy: PrototypePrivacy,
     server_step: dict[str, dict[str, float]] | None = None,
+    validation_sets: Sequence[TestSet] = (),
 ) -> RoundRecord:
     """Test the aggregated model on every domain and record the round.
 
@@ -85,6 +86,7 @@ def evaluate_round(
     per_domain = evaluate(model, test_sets, eval_batch_size, precision)
     worst, worst_accuracy = worst_domain(per_domain)
     sizes = {test_set.domain: len(test_set.data) for test_set in test_sets}
+    validation = evaluate(model, validation_sets, eval_batch_size, precision) or None
     return RoundRecord(
         round=state.round,
         per_domain_accuracy=per_domain,
@@ -101,6 +103,8 @@ def evaluate_round(
         worst_domain_accuracy=worst_accuracy,
         pooled_accuracy=pooled_accuracy(per_domain, sizes),
         server_step=server_step or None,
+        validation_accuracy=validation,
+        validation_mean_accuracy=mean_accuracy(validation) if validation else None,
     )
 
 

@@ -159,3 +159,14 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
             )
         kwargs[key] = kind(value)
     return FlowerSettings(**kwargs)
+
+
+def refuse_validation_split(config: RunConfig) -> None:
+    """On Flower the held-out samples would stay on the nodes, and scoring them needs a
+    client-side evaluation protofl does not do yet: say so instead of ignoring it."""
+    if config.validation_fraction > 0:
+        raise ConfigError(
+            "validation_fraction is supported by the simulator (protofl run, compare) but not "
+            "on Flower yet: the held-out samples stay on the nodes and protofl has no "
+            "client-side evaluation. Choose methods with the simulator, then deploy."
+        )

@@ -14,14 +14,17 @@ baseline the paired statistics (:mod:`protofl.outputs.report_stats`).
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from protofl.errors import ConfigError
+from protofl.errors import ConfigError, DataError
 from protofl.outputs import report_stats, results
+
+logger = logging.getLogger(__name__)
 
 LAST = results.LAST_ROUNDS
 DISPLAY_NAMES = {"mnist": "MNIST", "usps": "USPS", "svhn": "SVHN", "syn": "SYN", "dslr": "DSLR"}
@@ -233,7 +236,23 @@ def _row(
     row["per_seed_avg"] = [scores["AVG"] for scores in per_seed]
     row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
     row.update(report_stats.fairness_columns(histories, sizes, domains, per_domain, LAST))
+    row.update(at_best_validation(histories, mean))
     return row
+
+
+def at_best_validation(histories: Mapping[int, list[dict[str, Any]]], mean: str) -> dict[str, Any]:
+    """The test AVG (%) of each seed at its round of best validation AVG (the first such
+    round), mean ± std over seeds, and those rounds; nothing when a run has no validation
+    split. This is the figure to compare methods by: chosen without looking at the test set."""
+    best_rounds, scores = [], []
+    for history in histories.values():
+        scored = [r for r in history if r.get("validation_mean_accuracy") is not None]
+        if not scored:
+            return {}
+        best = max(scored, key=lambda r: r["validation_mean_accuracy"])  # first of ties
+        best_rounds.append(best["round"])
+        scores.append(100 * best[mean])
+    return {"at_best_validation": _mean_std(scores), "best_validation_rounds": best_rounds}
 
 
 _mean_std = report_stats.mean_std
@@ -269,10 +288,30 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         seeds = ",".join(map(str, row["seeds"]))
         extra = f" {paired_text(row.get('paired'))} |" if baseline else ""
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |" + extra)
+    lines += _validation_lines(table)
     lines += report_stats.statistics_lines(table)
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
     lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")
     return "\n".join(lines) + "\n"
+
+
+def _validation_lines(table: Mapping[str, Any]) -> list[str]:
+    """Test AVG at the best validation round, for rows whose runs held out a validation split."""
+    rows = {a: r for a, r in table["rows"].items() if r.get("at_best_validation")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Test AVG (%) at each run's round of best validation AVG (validation_fraction: held out"
+        " of the clients' training data), mean ± std over seeds; the rounds it picked:",
+        "",
+        "| Method | test AVG at best validation round | rounds |",
+        "|---|---|---|",
+    ]
+    for algorithm, row in rows.items():
+        picked = ", ".join(map(str, row["best_validation_rounds"]))
+        lines.append(f"| {algorithm} | {mean_std_text(row['at_best_validation'])} | {picked} |")
+    return lines
 
 
 def mean_std_text(value: Mapping[str, float] | None) -> str:
@@ -381,5 +420,8 @@ def write_report(
         plotting.per_domain(table, out / "per_domain.png", meta)
         fpl = [m for m in groups.get("fpl", []) if (m.folder / "checkpoint.pt").exists()]
         if fpl:
-            plotting.feature_space(fpl[0].folder, out / "features.png")
+            try:
+                plotting.feature_space(fpl[0].folder, out / "features.png")
+            except DataError as err:  # a run of users' own arrays cannot be rebuilt here
+                logger.warning("no features.png: %s", err)
     return {"meta": dict(meta), **table}

@@ -128,6 +128,7 @@ class Simulation:
             self.precision,
             self.privacy,
             self._server_step,
+            self.federation.validation_sets,
         )
         record = self._with_personal_accuracy(record)
         self.history.append(record)
