@@ -169,3 +169,23 @@ def test_the_gpu_check_says_there_is_no_gpu_and_exits_0(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "no CUDA GPU here" in done.stdout and not (tmp_path / "gpu.json").exists()
+
+
+def test_flower_nodes_spread_over_the_gpus_with_device_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("flwr")
+    from protofl.flower.client import node_device
+
+    assert node_device("auto", 5) == "auto"  # no GPU here
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [node_device("auto", i) for i in (0, 1, 5, 7)] == [
+        "cuda:0",
+        "cuda:1",
+        "cuda:1",
+        "cuda:3",
+    ]
+    assert node_device("cuda:2", 5) == "cuda:2" and node_device("cpu", 5) == "cpu"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert node_device("auto", 3) == "auto"

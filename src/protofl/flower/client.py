@@ -154,7 +154,8 @@ def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
         domain, local_index = locate_client(config, client_index)
     except ConfigError as err:
         raise ConfigError(f"node config {PARTITION_ID}={client_index}: {err}") from None
-    simulation, resolved = _prepared(dataclasses.replace(config, domains=(domain,)))
+    device = node_device(config.device, client_index)
+    simulation, resolved = _prepared(dataclasses.replace(config, domains=(domain,), device=device))
     return ClientSetup(
         algorithm=simulation.algorithm,
         model=simulation.model,
@@ -186,7 +187,7 @@ def client_from_arrays(
     # federation_from_arrays wants a test set; this node evaluates nothing, so it gets a
     # two-sample view of its own data (the server evaluates the global model).
     probe = {data.domain: (data.x[:2], data.y[:2])}
-    device = resolve_device(config.device)
+    device = resolve_device(node_device(config.device, client_index))
     configure_determinism(config.deterministic)
     model = model.to(device)
     client = (
@@ -223,6 +224,16 @@ def partition_id(node_config: Any) -> int:
 
 
 _PREPARED: dict[str, tuple[Simulation, dict[str, Any]]] = {}
+
+
+def node_device(name: str, client_index: int) -> str:
+    """``device=auto`` on a machine with several GPUs: spread the nodes over them by client
+    index (node i on cuda:i mod count) instead of putting every node on cuda:0. Anything
+    else, and one GPU or none, is left as given."""
+    if name != "auto" or not torch.cuda.is_available():
+        return name
+    count = torch.cuda.device_count()
+    return f"cuda:{client_index % count}" if count > 1 else name
 
 
 def _prepared(config: RunConfig) -> tuple[Simulation, dict[str, Any]]:
