@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protofl.outputs.run_folder import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 KERNELS = {  # name -> environment; "native" lets torch pick the best the CPU has
     "native": {},
@@ -103,7 +105,7 @@ def main() -> None:
         f"largest relative train difference {worst:.1e}; largest accuracy difference "
         f"{worst_samples:.0f} test samples"
     )
-    machine = {"cpu": _cpu_model(), "python": platform.python_version()}
+    machine = {"cpu": cpu_model(), "python": platform.python_version()}
     result = {
         "precision": args.precision,
         "machine": machine,
@@ -113,16 +115,6 @@ def main() -> None:
         "accuracy_max_samples": worst_samples,
     }
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
