@@ -22,7 +22,7 @@ from protofl.config import (
 from protofl.core.registry import unknown_name_message
 from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
-from protofl.data.federate import build_federation
+from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
@@ -81,11 +81,13 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
             kind = f"domain of {spec.name}"
             raise ConfigError(unknown_name_message(kind, name, list(spec.domains)))
     check_allocation(spec.domains, config.clients_per_domain)
-    allocation = _allocation(config, spec)
+    holdout = _check_holdout(config.holdout_domains, domains, spec)
+    allocation = {d: n for d, n in _allocation(config, spec).items() if d not in holdout}
     fraction = config.client_fraction or spec.client_fraction
     options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
-    loaded = [spec.loader(name, options) for name in domains]
-    plans = draw_clients(
+    everything = [spec.loader(name, options) for name in domains]
+    loaded = [d for d in everything if d.name not in holdout]
+    plans = draw_clients(  # each domain's clients come from its own seed: unchanged by holdout
         {d.name: d.y_train for d in loaded},
         allocation,
         fraction,
@@ -97,8 +99,12 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
     federation = build_federation(
         loaded, plans, spec.num_classes, spec.image_size, config.augment, spec.flip
     )
+    if holdout:
+        unseen = [d for d in everything if d.name in holdout]
+        holdout_sets = build_holdout_sets(unseen, spec.image_size, spec.flip)
+        federation = dataclasses.replace(federation, holdout_sets=holdout_sets)
     resolved = {
-        "domains": list(domains),
+        "domains": [d.name for d in loaded],
         "clients_per_domain": allocation,
         "client_fraction": fraction,
         "client_sizes": {c.client_id: len(c) for c in federation.clients},
@@ -110,7 +116,23 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         },
         "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
     }
+    if holdout:
+        resolved["holdout_sizes"] = {t.domain: len(t.data) for t in federation.holdout_sets}
     return spec, federation, resolved
+
+
+def _check_holdout(
+    holdout: tuple[str, ...], domains: tuple[str, ...] | list[str], spec: BenchmarkSpec
+) -> set[str]:
+    """The held-out domains, each one of the run's domains, leaving at least one to train."""
+    for name in holdout:
+        if name not in domains:
+            raise ConfigError(unknown_name_message(f"domain of {spec.name}", name, list(domains)))
+    if set(domains) <= set(holdout):
+        raise ConfigError(
+            f"holdout_domains {', '.join(holdout)} leaves no domain to train on; hold out fewer."
+        )
+    return set(holdout)
 
 
 def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:

@@ -36,6 +36,9 @@ class RunConfig:
     algorithm: str = "fpl"
     benchmark: str = "embedded"
     domains: tuple[str, ...] = ()  # empty: all of the benchmark's domains
+    # domains no client holds: the global model is scored on all of each one's data every
+    # round (holdout_accuracy), as federated domain generalisation measures an unseen domain
+    holdout_domains: tuple[str, ...] = ()
     data_dir: str | None = None  # else $PROTOFL_DATA_DIR
     download: bool = False  # fetch MNIST/USPS/SVHN into the cache when missing
     cache_dir: str | None = None  # else $PROTOFL_CACHE_DIR or ~/.cache/protofl

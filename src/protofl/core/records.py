@@ -43,6 +43,9 @@ class RoundRecord:
     # samples, and their plain mean over domains (as mean_accuracy); None otherwise
     validation_accuracy: dict[str, float] | None = None
     validation_mean_accuracy: float | None = None
+    # with holdout_domains: the global model on all of each held-out (unseen) domain's data
+    holdout_accuracy: dict[str, float] | None = None
+    holdout_mean_accuracy: float | None = None
 
 
 class Observer(Protocol):

@@ -46,3 +46,19 @@ def build_federation(
     order = {plan.client_id: i for i, plan in enumerate(plans)}
     clients.sort(key=lambda client: order[client.client_id])
     return Federation(tuple(clients), tuple(tests), num_classes)
+
+
+def build_holdout_sets(
+    domains: Sequence[Domain], image_size: int = 32, flip: bool = True
+) -> tuple[TestSet, ...]:
+    """For domains no client holds: each one's training and test samples together, scored
+    as a test set (a domain never seen in training has no reason to keep its test split)."""
+    pipeline = ImagePipeline(augment=False, flip=flip)
+    sets = []
+    for domain in domains:
+        images = np.concatenate([domain.x_train, domain.x_test])
+        labels = torch.cat([domain.y_train, domain.y_test])
+        sets.append(
+            TestSet(domain.name, TensorSet(to_model_images(images, image_size), labels), pipeline)
+        )
+    return tuple(sets)

@@ -62,6 +62,8 @@ class Federation:
     num_classes: int
     # per domain, the samples held out of the clients' training data (validation_fraction)
     validation_sets: tuple[TestSet, ...] = ()
+    # per held-out domain (holdout_domains), all of its samples: a domain no client holds
+    holdout_sets: tuple[TestSet, ...] = ()
 
     def to(self, device: torch.device | str) -> Federation:
         """Move every sample to ``device`` once (each shared source is moved only once)."""
@@ -79,4 +81,5 @@ class Federation:
         )
         tests = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.test_sets)
         held = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.validation_sets)
-        return Federation(clients, tests, self.num_classes, held)
+        unseen = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.holdout_sets)
+        return Federation(clients, tests, self.num_classes, held, unseen)

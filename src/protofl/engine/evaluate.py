@@ -75,6 +75,7 @@ def evaluate_round(
     privacy: PrototypePrivacy,
     server_step: dict[str, dict[str, float]] | None = None,
     validation_sets: Sequence[TestSet] = (),
+    holdout_sets: Sequence[TestSet] = (),
 ) -> RoundRecord:
     """Test the aggregated model on every domain and record the round.
 
@@ -87,6 +88,7 @@ def evaluate_round(
     worst, worst_accuracy = worst_domain(per_domain)
     sizes = {test_set.domain: len(test_set.data) for test_set in test_sets}
     validation = evaluate(model, validation_sets, eval_batch_size, precision) or None
+    unseen = evaluate(model, holdout_sets, eval_batch_size, precision) or None
     return RoundRecord(
         round=state.round,
         per_domain_accuracy=per_domain,
@@ -105,6 +107,8 @@ def evaluate_round(
         server_step=server_step or None,
         validation_accuracy=validation,
         validation_mean_accuracy=mean_accuracy(validation) if validation else None,
+        holdout_accuracy=unseen,
+        holdout_mean_accuracy=mean_accuracy(unseen) if unseen else None,
     )
 
 

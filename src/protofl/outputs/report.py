@@ -237,7 +237,23 @@ def _row(
     row["curves"] = {str(seed): [100 * r[mean] for r in h] for seed, h in histories.items()}
     row.update(report_stats.fairness_columns(histories, sizes, domains, per_domain, LAST))
     row.update(at_best_validation(histories, mean))
+    if per_domain == "per_domain_accuracy":
+        row.update(holdout_columns(histories))
     return row
+
+
+def holdout_columns(histories: Mapping[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Accuracy (%) on the held-out domains no client holds, each seed's mean over its last
+    rounds, then mean ± std over seeds; nothing when the runs held no domain out."""
+    per_seed = []
+    for history in histories.values():
+        tail = [r["holdout_accuracy"] for r in history[-LAST:] if r.get("holdout_accuracy")]
+        if not tail:
+            return {}
+        scores = {d: 100 * statistics.fmean(t[d] for t in tail) for d in tail[-1]}
+        scores["AVG"] = statistics.fmean(scores.values())
+        per_seed.append(scores)
+    return {"holdout": {c: _mean_std([s[c] for s in per_seed]) for c in per_seed[0]}}
 
 
 def at_best_validation(histories: Mapping[int, list[dict[str, Any]]], mean: str) -> dict[str, Any]:
@@ -289,10 +305,32 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         extra = f" {paired_text(row.get('paired'))} |" if baseline else ""
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |" + extra)
     lines += _validation_lines(table)
+    lines += _holdout_lines(table)
     lines += report_stats.statistics_lines(table)
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
     lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")
     return "\n".join(lines) + "\n"
+
+
+def _holdout_lines(table: Mapping[str, Any]) -> list[str]:
+    """The unseen domains' accuracy, for rows whose runs held domains out."""
+    rows = {a: r["holdout"] for a, r in table["rows"].items() if r.get("holdout")}
+    if not rows:
+        return []
+    columns = list(next(iter(rows.values())))
+    lines = [
+        "",
+        f"Accuracy (%) on held-out domains (holdout_domains: no client holds them; all of "
+        f"each one's samples), mean over the {results.window_text(shortest_run(table))}, "
+        "mean ± std over seeds:",
+        "",
+        "| Method | " + " | ".join(columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for algorithm, holdout in rows.items():
+        cells = [mean_std_text(holdout.get(c)) for c in columns]
+        lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _validation_lines(table: Mapping[str, Any]) -> list[str]:

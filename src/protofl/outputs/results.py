@@ -131,6 +131,7 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
                 tail_accuracy, sum(pooled) / len(tail) if len(pooled) == len(tail) else None
             ),
             **_personal_tail(tail),
+            **_holdout_tail(tail),
         },
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
         "absent_clients": _absences(history),
@@ -162,6 +163,18 @@ def _absences(history: Sequence[RoundRecord]) -> dict[str, list[int]]:
         for client in record.absent:
             missed.setdefault(client, []).append(record.round)
     return missed
+
+
+def _holdout_tail(tail: Sequence[RoundRecord]) -> dict[str, Any]:
+    """The last rounds' accuracy on held-out (unseen) domains, where the run had any."""
+    scored = [r.holdout_accuracy for r in tail if r.holdout_accuracy is not None]
+    if not scored:
+        return {}
+    per_domain = {d: sum(s[d] for s in scored) / len(scored) for d in scored[-1]}
+    return {
+        "holdout_per_domain_accuracy": per_domain,
+        "holdout_mean_accuracy": sum(per_domain.values()) / len(per_domain),
+    }
 
 
 def _personal_tail(tail: Sequence[RoundRecord]) -> dict[str, Any]:

@@ -73,6 +73,11 @@ class TensorBoardLog:
         scalars["prototypes/count"] = float(record.num_prototypes)
         if record.privacy_epsilon is not None:
             scalars["privacy/epsilon"] = record.privacy_epsilon
+        for name, records in (
+            ("holdout", record.holdout_accuracy),
+            ("validation", record.validation_accuracy),
+        ):
+            scalars.update({f"{name}/{d}": v for d, v in (records or {}).items()})
         for client, values in (record.server_step or {}).items():
             scalars.update({f"server/{key}/{client}": v for key, v in values.items()})
         for tag, value in scalars.items():

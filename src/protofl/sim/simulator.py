@@ -129,6 +129,7 @@ class Simulation:
             self.privacy,
             self._server_step,
             self.federation.validation_sets,
+            self.federation.holdout_sets,
         )
         record = self._with_personal_accuracy(record)
         self.history.append(record)
