@@ -84,7 +84,7 @@ def test_a_diverging_run_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
 def test_resume_may_add_rounds_and_change_the_optimiser_and_records_it(tmp_path: Path) -> None:
     config = small_run(tmp_path, rounds=1)
     run(config)
-    with pytest.raises(ConfigError, match=r"seed \(saved 0, given 5\).*may change only lr"):
+    with pytest.raises(ConfigError, match=r"seed \(saved 0, given 5\).*may change only device, lr"):
         resume(tmp_path / "run", changes={"rounds": 2, "seed": 5})
     result = resume(tmp_path / "run", changes={"rounds": 2, "lr": 0.005})
     assert [r.round for r in result.history] == [1, 2]
