@@ -25,6 +25,8 @@ def test_run_writes_config_metrics_and_summary(
     captured = capsys.readouterr()
     printed = captured.out
     assert "mean" in printed and "handwritten" in printed
+    # every file the run left, the checkpoint included
+    assert "config.json, metrics.jsonl, summary.json, checkpoint.pt)" in " ".join(printed.split())
     # what device=auto and precision=auto became (the suite hides GPUs)
     assert re.search(r"running on cpu \((fp32|bf16), \d+ threads\)", captured.err), captured.err
     config = json.loads((out / "config.json").read_text())

@@ -92,7 +92,7 @@ def print_results(console: Console, result: RunResult) -> None:
     table.add_row("worst domain", *(_worst(s["worst_domain"]) for s in (summary, last)))
     console.print(table)
     if result.out_dir is not None:
-        console.print(f"results: {result.out_dir}/ (config.json, metrics.jsonl, summary.json)")
+        console.print(f"results: {result.out_dir}/ ({', '.join(run_files(result.out_dir))})")
 
 
 def _percent(value: float | None) -> str:
@@ -161,3 +161,13 @@ def print_listing(console: Console) -> None:
     for name in list_presets():
         table.add_row("preset", name, preset_summary(name))
     console.print(table)
+
+
+def run_files(folder: Path) -> list[str]:
+    """What a run folder holds, as a user would look for it (checkpoint, TensorBoard and
+    clients.png included when the run wrote them)."""
+    names = ["config.json", "metrics.jsonl", "summary.json", "checkpoint.pt", "clients.png"]
+    shown = [name for name in names if (folder / name).exists()]
+    if (folder / "tensorboard").is_dir():
+        shown.append("tensorboard/")
+    return shown
