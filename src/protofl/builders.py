@@ -270,6 +270,7 @@ def algorithm_for(
         parameter_names=frozenset(name for name, _ in model.named_parameters()),
         weight_rule=config.aggregation,
         trim_fraction=config.trim_fraction,
+        assumed_malicious=config.assumed_malicious,
         seed=config.seed,
     )
     options = config.algorithm_options.get(config.algorithm, {})

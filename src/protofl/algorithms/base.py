@@ -46,8 +46,9 @@ class AlgorithmContext:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     num_clients: int = 0  # all clients of the federation (0: unknown)
     parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
-    weight_rule: str = "mean"  # how client weights combine: mean, median, trimmed-mean
+    weight_rule: str = "mean"  # how client weights combine (RunConfig.aggregation)
     trim_fraction: float = 0.1  # per end, for trimmed-mean
+    assumed_malicious: float = 0.2  # for krum and multi-krum
     seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
@@ -56,7 +57,7 @@ class AlgorithmContext:
 
     def combiner(self) -> WeightCombiner:
         """A fresh combiner for the run's weight rule."""
-        return make_combiner(self.weight_rule, self.trim_fraction)
+        return make_combiner(self.weight_rule, self.trim_fraction, self.assumed_malicious)
 
 
 class RoundUpdates(Sequence[ClientUpdate]):

@@ -74,8 +74,10 @@ class RunConfig:
     validation_fraction: float = 0.0
     tensorboard: bool = False  # event files (scalars, prototype projector) in the run folder
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
-    aggregation: str = "mean"  # how client weights combine: mean, median, trimmed-mean
+    aggregation: str = "mean"  # how client weights combine (WEIGHT_RULES below)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
+    # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
+    assumed_malicious: float = 0.2
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
@@ -151,7 +153,8 @@ def _check_privacy(config: RunConfig) -> None:
         )
 
 
-WEIGHT_RULES = ("mean", "median", "trimmed-mean")  # protofl.federation.aggregation.make_combiner
+# protofl.federation.aggregation.make_combiner (RULES there; a test holds them equal)
+WEIGHT_RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median")
 
 
 def _check_aggregation(config: RunConfig) -> None:
@@ -161,6 +164,10 @@ def _check_aggregation(config: RunConfig) -> None:
         )
     if not 0 <= config.trim_fraction < 0.5:
         raise ConfigError(f"trim_fraction must lie in [0, 0.5); got {config.trim_fraction}.")
+    if not 0 <= config.assumed_malicious < 0.5:
+        raise ConfigError(
+            f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."
+        )
 
 
 def _check_algorithms(config: RunConfig) -> None:

@@ -6,7 +6,9 @@ mean/var -- are combined with the given rule. Integer entries -- BatchNorm's
 dtype, so a counter never turns into a float (other frameworks hand back 1.75 here).
 
 Weight rules (``RunConfig.aggregation``): ``mean`` (FedAvg's sample-weighted mean, folded as
-updates arrive, bounded memory), ``median`` (coordinate-wise median) and ``trimmed-mean``
+updates arrive, bounded memory), ``krum`` and ``multi-krum`` (Blanchard et al., NeurIPS
+2017), ``geometric-median`` (RFA; Weiszfeld), ``median`` (coordinate-wise) and
+``trimmed-mean``
 (coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values),
 the two robust rules of Yin et al., "Byzantine-Robust Distributed Learning", ICML 2018.
 The robust rules ignore sample counts (a client cannot buy influence by claiming more
@@ -16,7 +18,7 @@ samples) and must keep every client's state until the round ends.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
@@ -178,7 +180,9 @@ def trimmed_mean(stacked: torch.Tensor, fraction: float) -> torch.Tensor:
     return stacked.sort(dim=0).values[cut : count - cut].mean(dim=0)
 
 
-def make_combiner(rule: str, trim_fraction: float = 0.1) -> WeightCombiner:
+def make_combiner(
+    rule: str, trim_fraction: float = 0.1, assumed_malicious: float = 0.2
+) -> WeightCombiner:
     """A fresh combiner for a weight rule (names checked when the config is built)."""
     if rule == "mean":
         return SampleMean()
@@ -186,7 +190,124 @@ def make_combiner(rule: str, trim_fraction: float = 0.1) -> WeightCombiner:
         return CoordinateRule(None)
     if rule == "trimmed-mean":
         return CoordinateRule(trim_fraction)
-    raise PayloadError(f"unknown weight rule {rule!r}; expected mean, median or trimmed-mean.")
+    if rule in ("krum", "multi-krum"):
+        return Krum(assumed_malicious, multi=rule == "multi-krum")
+    if rule == "geometric-median":
+        return GeometricMedian()
+    raise PayloadError(f"unknown weight rule {rule!r}; expected one of {', '.join(RULES)}.")
+
+
+RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median")
+
+
+class KeptStates:
+    """Keeps every client's state of the round (the rules that compare whole states)."""
+
+    def __init__(self) -> None:
+        self.states: list[StateDict] = []
+
+    def add(self, state: StateDict, num_samples: int) -> None:
+        if self.states:
+            _check_alike(signature(self.states[0]), state, len(self.states))
+        self.states.append(state)
+
+    def _floating_keys(self) -> list[str]:
+        return [k for k, v in self.states[0].items() if v.is_floating_point()]
+
+
+def squared_distances(states: Sequence[StateDict], keys: Sequence[str]) -> torch.Tensor:
+    """[K, K] squared Euclidean distances between states over the entries ``keys``, summed
+    entry by entry (no flattening into one vector, so no offsets to get wrong)."""
+    count = len(states)
+    total = torch.zeros(count, count, dtype=torch.float64)
+    for key in keys:
+        stacked = torch.stack([s[key].detach().to(torch.float64).flatten() for s in states])
+        total += torch.cdist(stacked.cpu(), stacked.cpu()).pow(2)
+    return total
+
+
+def krum_scores(distances: torch.Tensor, malicious: int) -> torch.Tensor:
+    """Krum's score of each of K states (Blanchard et al., NeurIPS 2017): the sum of its
+    squared distances to its K - f - 2 nearest other states (at least one)."""
+    count = distances.shape[0]
+    neighbours = max(count - malicious - 2, 1)
+    others = distances + torch.diag(torch.full((count,), float("inf"), dtype=distances.dtype))
+    nearest = others.sort(dim=1).values[:, : min(neighbours, count - 1)]
+    return nearest.sum(dim=1)
+
+
+class Krum(KeptStates):
+    """Krum: the one client state with the lowest score, whole (BatchNorm buffers and
+    counters included); Multi-Krum: the plain mean of the K - f lowest-scoring states.
+    ``f`` is floor(assumed_malicious x K). Ties go to the client that arrived first; the
+    result does not depend on arrival order otherwise. Sample counts are ignored."""
+
+    def __init__(self, assumed_malicious: float, multi: bool = False) -> None:
+        super().__init__()
+        self.assumed_malicious, self.multi = assumed_malicious, multi
+
+    def chosen(self) -> list[int]:
+        """Indices (arrival order) of the states Krum keeps."""
+        if not self.states:
+            raise PayloadError("nothing to combine: no client states this round.")
+        count = len(self.states)
+        malicious = math.floor(self.assumed_malicious * count)
+        scores = krum_scores(squared_distances(self.states, self._floating_keys()), malicious)
+        order = sorted(range(count), key=lambda i: (float(scores[i]), i))
+        return order[: max(count - malicious, 1)] if self.multi else order[:1]
+
+    def result(self) -> StateDict:
+        picked = self.chosen()
+        if len(picked) == 1:
+            return {k: v.clone() for k, v in self.states[picked[0]].items()}
+        return weighted_average([self.states[i] for i in picked], [1.0] * len(picked))
+
+
+def weiszfeld_weights(
+    distances_to: Callable[[torch.Tensor], torch.Tensor],
+    count: int,
+    iterations: int = 100,
+    tolerance: float = 1e-10,
+) -> torch.Tensor:
+    """The weights of the geometric median as a weighted mean of K points (Weiszfeld's
+    iteration, smoothed by ``tolerance`` so a point at the median does not divide by 0).
+    ``distances_to(weights)`` returns each point's distance to the weighted mean."""
+    weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
+    for _ in range(iterations):
+        inverse = 1.0 / distances_to(weights).clamp(min=tolerance)
+        new = inverse / inverse.sum()
+        if torch.allclose(new, weights, rtol=0, atol=1e-12):
+            return new
+        weights = new
+    return weights
+
+
+class GeometricMedian(KeptStates):
+    """The geometric median of the client states (RFA, Pillutla et al., IEEE TSP 2022):
+    the point minimising the sum of Euclidean distances to them, by Weiszfeld's iteration,
+    as a weighted mean of the states; integer counters take the same weights, rounded."""
+
+    def weights(self) -> torch.Tensor:
+        if not self.states:
+            raise PayloadError("nothing to combine: no client states this round.")
+        keys = self._floating_keys()
+        stacked = {
+            k: torch.stack([s[k].detach().to(torch.float64).flatten().cpu() for s in self.states])
+            for k in keys
+        }
+
+        def distances_to(weights: torch.Tensor) -> torch.Tensor:
+            total = torch.zeros(len(self.states), dtype=torch.float64)
+            for values in stacked.values():
+                centre = weights @ values  # [D]
+                total += (values - centre).pow(2).sum(dim=1)
+            return total.sqrt()
+
+        return weiszfeld_weights(distances_to, len(self.states))
+
+    def result(self) -> StateDict:
+        weights = self.weights()
+        return weighted_average(self.states, weights.tolist())
 
 
 Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]

@@ -1,0 +1,103 @@
+"""Krum, Multi-Krum and the geometric median as weight rules, against their definitions on
+constructed cases: which state Krum keeps (worked by hand), the Weiszfeld fixed point against
+a brute-force minimiser, order invariance, and whole states (integer counters included)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from protofl import RunConfig, train_federated
+from protofl.config import WEIGHT_RULES
+from protofl.federation.aggregation import RULES, GeometricMedian, Krum, make_combiner
+
+from tiny_data import TinyNet, tiny_clients
+
+# five clients on a line; e is far away. Squared distances to the two nearest others
+# (K - f - 2 = 2 with f = floor(0.2 x 5) = 1):
+#   a=0: b .01, c .0625 -> .0725     b=.1: a .01, c .0225 -> .0325
+#   c=.25: d .0025, b .0225 -> .025  d=.3: c .0025, b .04 -> .0425     e=10: far
+POINTS = {"a": 0.0, "b": 0.1, "c": 0.25, "d": 0.3, "e": 10.0}
+
+
+def state(x: float, counter: int) -> dict[str, torch.Tensor]:
+    return {
+        "w": torch.tensor([x, 2 * x]) / 5**0.5,  # |w| distance = |x| (scaled by sqrt(5)/sqrt(5))
+        "running_mean": torch.tensor([x]) * 0,  # a buffer: identical, adds no distance
+        "num_batches_tracked": torch.tensor(counter),
+    }
+
+
+def combine(rule: object, names: list[str]) -> object:
+    for index, name in enumerate(names):
+        rule.add(state(POINTS[name], counter=10 + index), 1)  # type: ignore[attr-defined]
+    return rule
+
+
+def test_krum_keeps_the_state_whose_nearest_neighbours_are_closest_whole() -> None:
+    names = list(POINTS)
+    krum = combine(Krum(0.2), names)
+    assert krum.chosen() == [names.index("c")]  # type: ignore[attr-defined]
+    result = krum.result()  # type: ignore[attr-defined]
+    expected = state(POINTS["c"], counter=10 + names.index("c"))
+    for key, value in expected.items():
+        assert torch.equal(result[key], value) and result[key].dtype == value.dtype
+
+
+def test_krum_does_not_depend_on_the_order_of_clients() -> None:
+    for names in itertools.permutations(POINTS):
+        krum = combine(Krum(0.2), list(names))
+        assert names[krum.chosen()[0]] == "c"  # type: ignore[attr-defined]
+
+
+def test_multi_krum_averages_the_k_minus_f_best_states() -> None:
+    names = list(POINTS)
+    multi = combine(Krum(0.2, multi=True), names)
+    picked = sorted(names[i] for i in multi.chosen())  # type: ignore[attr-defined]
+    assert picked == ["a", "b", "c", "d"]  # e, the outlier, is out
+    result = multi.result()  # type: ignore[attr-defined]
+    mean_x = sum(POINTS[n] for n in "abcd") / 4
+    torch.testing.assert_close(result["w"], torch.tensor([mean_x, 2 * mean_x]) / 5**0.5)
+    assert result["num_batches_tracked"].dtype == torch.int64  # counters stay integers
+    assert int(result["num_batches_tracked"]) == round((10 + 11 + 12 + 13) / 4)
+
+
+def brute_force_median(points: torch.Tensor) -> torch.Tensor:
+    """The point of a fine grid around the data with the smallest sum of distances."""
+    xs = torch.linspace(-1, 6, 701, dtype=torch.float64)
+    grid = torch.cartesian_prod(xs, xs)  # [G, 2]
+    cost = torch.cdist(grid, points.double()).sum(dim=1)
+    return grid[cost.argmin()]
+
+
+def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.2], [5.0, 5.0]])
+    rule = GeometricMedian()
+    for index, point in enumerate(points):
+        rule.add({"w": point, "n": torch.tensor(index)}, 100)
+    result = rule.result()
+    torch.testing.assert_close(result["w"].double(), brute_force_median(points), atol=0.011, rtol=0)
+    weights = rule.weights()
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert int(weights.argmin()) == 4  # the outlier weighs least
+    reordered = GeometricMedian()
+    for index in (4, 2, 0, 3, 1):
+        reordered.add({"w": points[index], "n": torch.tensor(index)}, 1)
+    torch.testing.assert_close(reordered.result()["w"], result["w"], atol=1e-6, rtol=0)
+
+
+def test_every_rule_the_config_accepts_is_built() -> None:
+    assert set(RULES) == set(WEIGHT_RULES)
+    for rule in RULES:
+        make_combiner(rule)
+
+
+@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
+def test_a_run_with_the_rule_trains(rule: str) -> None:
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32",
+                       algorithm="fedavg", aggregation=rule)  # fmt: skip
+    result = train_federated(clients, tests, TinyNet, config)
+    assert len(result.history) == 2 and 0.0 <= result.summary["mean_accuracy"] <= 1.0
