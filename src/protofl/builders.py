@@ -24,6 +24,7 @@ from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
+from protofl.engine.attacks import Attack, draw_malicious
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
@@ -241,6 +242,13 @@ def build_simulation(
         compile_backend=config.compile,
         clients_per_round=config.clients_per_round,
     )
+    if config.attack:
+        ids = [c.client_id for c in federation.clients]
+        liars = draw_malicious(
+            ids, config.malicious_fraction, config.malicious_clients, config.seed
+        )
+        simulation.attack = Attack(config.attack, liars, config.attack_strength)
+        resolved = {**resolved, "malicious_clients": sorted(liars)}  # the server is not told
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {

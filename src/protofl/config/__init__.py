@@ -78,6 +78,12 @@ class RunConfig:
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
     # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
     assumed_malicious: float = 0.2
+    # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
+    # round(malicious_fraction x K) seeded clients or the named malicious_clients
+    attack: str = ""
+    malicious_fraction: float = 0.0
+    malicious_clients: tuple[str, ...] = ()
+    attack_strength: float = 1.0  # sign-flip's scale, noise's std
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
@@ -164,9 +170,33 @@ def _check_aggregation(config: RunConfig) -> None:
         )
     if not 0 <= config.trim_fraction < 0.5:
         raise ConfigError(f"trim_fraction must lie in [0, 0.5); got {config.trim_fraction}.")
+    _check_attack(config)
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(
             f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."
+        )
+
+
+ATTACK_NAMES = ("label-flip", "sign-flip", "noise")  # protofl.engine.attacks.ATTACKS
+
+
+def _check_attack(config: RunConfig) -> None:
+    if config.attack and config.attack not in ATTACK_NAMES:
+        raise ConfigError(unknown_name_message("attack", config.attack, list(ATTACK_NAMES)))
+    if not (math.isfinite(config.malicious_fraction) and 0 <= config.malicious_fraction < 1):
+        raise ConfigError(
+            f"malicious_fraction must lie in [0, 1); got {config.malicious_fraction}."
+        )
+    if not (math.isfinite(config.attack_strength) and config.attack_strength > 0):
+        raise ConfigError(f"attack_strength must be > 0; got {config.attack_strength}.")
+    someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
+    if config.attack and not someone:
+        raise ConfigError(
+            f"attack={config.attack!r} needs malicious_fraction > 0 or malicious_clients."
+        )
+    if someone and not config.attack:
+        raise ConfigError(
+            f"malicious clients are set but no attack; choose one of {', '.join(ATTACK_NAMES)}."
         )
 
 

@@ -164,6 +164,11 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
 def refuse_validation_split(config: RunConfig) -> None:
     """On Flower the held-out samples would stay on the nodes, and scoring them needs a
     client-side evaluation protofl does not do yet: say so instead of ignoring it."""
+    if config.attack:
+        raise ConfigError(
+            "attack is supported by the simulator (protofl run, compare) but not on Flower "
+            "yet (a malicious node would take it from its node config)."
+        )
     if config.holdout_domains:
         raise ConfigError(
             "holdout_domains is supported by the simulator (protofl run, compare) but not on "

@@ -19,6 +19,7 @@ from torch import nn
 from protofl.algorithms.base import Algorithm
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import Observer, RoundRecord
+from protofl.engine.attacks import NO_ATTACK, Attack, flipped_labels, poisoned
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
@@ -50,6 +51,7 @@ class Simulation:
     clients_per_round: float = 1.0  # <= 1: fraction of the clients per round; > 1: count
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
+    attack: Attack = NO_ATTACK  # malicious clients for robustness runs; the server is not told
 
     def __post_init__(self) -> None:
         self._warned = False
@@ -203,6 +205,9 @@ class Simulation:
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
+        lies = self.attack.lies(client.client_id)
+        if lies and self.attack.name == "label-flip":
+            client = flipped_labels(client, self.federation.num_classes)
         update, new_state = run_client_round(
             self.algorithm,
             self._worker,
@@ -218,4 +223,6 @@ class Simulation:
         )
         if new_state:
             self.client_states[client.client_id] = new_state
+        if lies:
+            update = poisoned(update, message.weights, self.attack, self.seed, index, message.round)
         return update

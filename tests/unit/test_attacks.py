@@ -1,0 +1,92 @@
+"""Malicious clients: the seeded draw, each attack's update against its formula, label flips
+on the liars only, the settings' checks, and a run that records who lied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from protofl import RunConfig, train_federated
+from protofl.core.payloads import ClientUpdate
+from protofl.data.user import federation_from_arrays
+from protofl.engine.attacks import Attack, draw_malicious, flipped_labels, poisoned
+from protofl.errors import ConfigError
+
+from tiny_data import TinyNet, tiny_clients
+
+IDS = [f"c{i}" for i in range(10)]
+
+
+def test_the_draw_is_seeded_sized_and_named_clients_win() -> None:
+    first = draw_malicious(IDS, 0.2, (), seed=3)
+    assert len(first) == 2 and first <= set(IDS)
+    assert draw_malicious(IDS, 0.2, (), seed=3) == first
+    assert len(draw_malicious(IDS, 0.25, (), seed=3)) == 3  # round(2.5) half up
+    assert draw_malicious(IDS, 0.2, ("c7",), seed=3) == {"c7"}
+    with pytest.raises(ConfigError, match="c99 are not clients of this run"):
+        draw_malicious(IDS, 0.0, ("c99",), seed=0)
+
+
+def update_of(weights: dict[str, torch.Tensor]) -> ClientUpdate:
+    return ClientUpdate("c0", 10, weights)
+
+
+def test_sign_flip_sends_the_reversed_scaled_update_and_keeps_counters() -> None:
+    received = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(4)}
+    trained = {"w": torch.tensor([1.5, 1.0]), "n": torch.tensor(5)}
+    sent = poisoned(
+        update_of(trained), received, Attack("sign-flip", frozenset({"c0"}), 2.0), 0, 0, 1
+    )
+    # g - s (w - g) = [1, 2] - 2 [0.5, -1] = [0, 4]
+    assert torch.equal(sent.weights["w"], torch.tensor([0.0, 4.0]))
+    assert torch.equal(sent.weights["n"], torch.tensor(5))  # integer counters as trained
+
+
+def test_noise_sends_the_received_weights_plus_gaussian_noise_of_the_strength() -> None:
+    received = {"w": torch.zeros(20000), "n": torch.tensor(4)}
+    trained = {"w": torch.ones(20000), "n": torch.tensor(5)}
+    attack = Attack("noise", frozenset({"c0"}), 0.5)
+    sent = poisoned(update_of(trained), received, attack, seed=1, index=0, round_=2)
+    assert sent.weights["w"].mean().abs() < 0.02 and abs(sent.weights["w"].std() - 0.5) < 0.01
+    again = poisoned(update_of(trained), received, attack, seed=1, index=0, round_=2)
+    assert torch.equal(sent.weights["w"], again.weights["w"])  # seeded per client and round
+    label_flip = Attack("label-flip", frozenset({"c0"}))
+    assert poisoned(update_of(trained), received, label_flip, 1, 0, 2).weights is trained
+
+
+def test_label_flip_maps_y_to_c_minus_1_minus_y_without_touching_the_others() -> None:
+    clients, tests = tiny_clients(per_client=24)
+    federation = federation_from_arrays(clients, tests, None, False)
+    honest = federation.clients[0]
+    liar = flipped_labels(honest, 4)
+    assert torch.equal(liar.source.labels, 3 - honest.source.labels)
+    assert liar.source.inputs is honest.source.inputs
+    assert torch.equal(honest.source.labels, federation.clients[0].source.labels)
+
+
+def test_attack_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="attack"):
+        RunConfig(attack="sign-flop", malicious_fraction=0.2)
+    with pytest.raises(ConfigError, match="needs malicious_fraction > 0 or malicious_clients"):
+        RunConfig(attack="noise")
+    with pytest.raises(ConfigError, match="malicious clients are set but no attack"):
+        RunConfig(malicious_fraction=0.2)
+
+
+@pytest.mark.parametrize("attack", ["label-flip", "sign-flip", "noise"])
+def test_a_run_with_an_attack_records_who_lied(attack: str, tmp_path: Path) -> None:
+    clients, tests = tiny_clients(per_client=24)
+    out = str(tmp_path / "run")
+    config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32", seed=2,
+                       attack=attack, malicious_fraction=0.25, out=out)  # fmt: skip
+    result = train_federated(clients, tests, TinyNet, config, write=True)
+    liars = result.resolved["malicious_clients"]
+    assert len(liars) == 1 and liars[0] in result.history[0].clients
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["resolved"]["malicious_clients"] == liars
+    honest = RunConfig(**{**config.to_dict(), "attack": "", "malicious_fraction": 0.0, "out": None})
+    clean = train_federated(clients, tests, TinyNet, honest)
+    assert clean.history[-1].train != result.history[-1].train  # the lie changed the run
