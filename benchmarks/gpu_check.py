@@ -141,8 +141,8 @@ def sync_row(rows: list[dict[str, Any]]) -> None:
         finally:
             torch.cuda.set_sync_debug_mode(0)
         syncs = [w for w in caught if "synchroniz" in str(w.message).lower()]
-        steps = sum(1 for _ in simulation.federation.clients)  # clients trained this round
-        return f"{len(syncs)} host syncs in one round of {steps} clients"
+        clients = len(simulation.federation.clients)
+        return f"{len(syncs)} host syncs in one round of {clients} clients"
 
     check(rows, "host syncs per round (FPL)", body)
 
@@ -152,7 +152,7 @@ def flower_row(rows: list[dict[str, Any]]) -> None:
         from protofl.flower.simulation import simulate
 
         result = simulate(small(device="auto"), write=False)
-        device = result.strategy.setup.model.parameters().__next__().device
+        device = next(result.strategy.setup.model.parameters()).device
         return f"server on {device}; mean accuracy {result.summary['mean_accuracy']:.4f}"
 
     check(rows, "Flower simulation, clients with GPU shares", body)

@@ -63,7 +63,7 @@ def test_bad_holdout_settings_are_named() -> None:
     with pytest.raises(ConfigError, match="leaves no domain to train on"):
         load_federation(RunConfig(**SMALL, holdout_domains=every))
     pytest.importorskip("flwr")
-    from protofl.flower.settings import refuse_validation_split
+    from protofl.flower.settings import refuse_simulator_only
 
     with pytest.raises(ConfigError, match="holdout_domains is supported by the simulator"):
-        refuse_validation_split(RunConfig(holdout_domains=("segments",)))
+        refuse_simulator_only(RunConfig(holdout_domains=("segments",)))

@@ -68,6 +68,10 @@ def test_label_flip_maps_y_to_c_minus_1_minus_y_without_touching_the_others() ->
 
 
 def test_attack_settings_are_checked() -> None:
+    from protofl.config import ATTACK_NAMES
+    from protofl.engine.attacks import ATTACKS
+
+    assert set(ATTACKS) == set(ATTACK_NAMES)  # config checks names without importing torch
     with pytest.raises(ConfigError, match="attack"):
         RunConfig(attack="sign-flop", malicious_fraction=0.2)
     with pytest.raises(ConfigError, match="needs malicious_fraction > 0 or malicious_clients"):

@@ -27,7 +27,8 @@ from protofl.core.seeding import derive_seed, torch_generator
 from protofl.engine.data import ClientData, TensorSet
 from protofl.errors import ConfigError
 
-ATTACKS = ("label-flip", "sign-flip", "noise")
+ATTACKS = ("label-flip", "sign-flip", "noise")  # config.ATTACK_NAMES; a test holds them equal
+POISONING = ("sign-flip", "noise")  # the attacks that change the update sent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +74,7 @@ def poisoned(
     update: ClientUpdate, received: StateDict, attack: Attack, seed: int, index: int, round_: int
 ) -> ClientUpdate:
     """The update a model-poisoning client sends instead of ``update`` (label-flip: as is)."""
-    if attack.name not in ("sign-flip", "noise"):
+    if attack.name not in POISONING:
         return update
     generator = torch_generator(derive_seed(seed, "attack", index, round_), "cpu")
     weights = {}

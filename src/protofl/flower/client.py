@@ -58,7 +58,7 @@ from protofl.flower.codec import (
     store_client_state,
 )
 from protofl.flower.fields import Expected
-from protofl.flower.settings import refuse_validation_split, settings_from_run_config
+from protofl.flower.settings import refuse_simulator_only, settings_from_run_config
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
     """Client ``client_index`` of ``config``'s federation, built as ``protofl run`` builds it
     but from its own domain's file only: each domain's clients are drawn from that domain's
     seed alone, so the node's samples are exactly the simulator's."""
-    refuse_validation_split(config)
+    refuse_simulator_only(config)
     try:
         domain, local_index = locate_client(config, client_index)
     except ConfigError as err:

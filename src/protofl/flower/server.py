@@ -39,7 +39,7 @@ from protofl.engine.precision import resolve_precision
 from protofl.errors import ConfigError
 from protofl.flower.settings import (
     FlowerSettings,
-    refuse_validation_split,
+    refuse_simulator_only,
     settings_from_run_config,
 )
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
@@ -160,7 +160,7 @@ def server_from_config(config: RunConfig, settings: FlowerSettings | None = None
     """The server side of ``config``'s benchmark from its test splits only (the clients'
     training data stays with the SuperNodes); the model is initialised as ``protofl run``
     initialises it."""
-    refuse_validation_split(config)
+    refuse_simulator_only(config)
     spec, tests, resolved = load_test_sets(config)
     device = resolve_device(config.device)
     configure_determinism(config.deterministic)
@@ -204,7 +204,7 @@ def server_from_arrays(
     ``num_clients`` is the federation's size (default: ``flower.num_nodes``, else unknown);
     FedDyn scales its server correction by the share of clients that answered.
     """
-    refuse_validation_split(config)
+    refuse_simulator_only(config)
     settings = settings or FlowerSettings()
     size = num_clients if num_clients is not None else (settings.num_nodes or None)
     domain, (x, y) = next(iter(test_sets.items()))

@@ -161,9 +161,9 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
     return FlowerSettings(**kwargs)
 
 
-def refuse_validation_split(config: RunConfig) -> None:
-    """On Flower the held-out samples would stay on the nodes, and scoring them needs a
-    client-side evaluation protofl does not do yet: say so instead of ignoring it."""
+def refuse_simulator_only(config: RunConfig) -> None:
+    """Refuse the settings that only the simulator carries out (attacks, held-out domains, a
+    validation split), saying why, instead of ignoring them on Flower."""
     if config.attack:
         raise ConfigError(
             "attack is supported by the simulator (protofl run, compare) but not on Flower "
