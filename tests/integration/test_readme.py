@@ -1,4 +1,5 @@
-"""The README's Python example runs as written, and its commands name real things."""
+"""The Python example (examples/own_arrays.py, shown in the README and the docs) runs as
+written, the export example in docs/usage.md runs, and the quick start names real things."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
+USAGE = ROOT / "docs" / "usage.md"
+EXAMPLE = ROOT / "examples" / "own_arrays.py"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def python_blocks(page: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.DOTALL)
 
 
 def test_readme_python_example_runs_and_learns(capsys: pytest.CaptureFixture[str]) -> None:
-    (example,) = [block for block in python_blocks() if "train_federated" in block]
     namespace: dict[str, object] = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(EXAMPLE.read_text(), str(EXAMPLE), "exec"), namespace)
     result = namespace["result"]
     mean = result.summary["mean_accuracy"]  # type: ignore[attr-defined]
     assert mean > 0.8, f"the README example should learn; mean accuracy {mean}"
@@ -29,12 +32,12 @@ def test_readme_python_example_gives_the_same_numbers_twice() -> None:
     whatever torch's global random state was before."""
     import torch
 
-    (example,) = [block for block in python_blocks() if "train_federated" in block]
+    example = EXAMPLE.read_text()
     summaries = []
     for global_seed in (1, 2):
         torch.manual_seed(global_seed)  # a user's earlier, unrelated draws
         namespace: dict[str, object] = {}
-        exec(compile(example, "README.md", "exec"), namespace)
+        exec(compile(example, str(EXAMPLE), "exec"), namespace)
         summaries.append(namespace["result"].summary["per_domain_accuracy"])  # type: ignore[attr-defined]
     assert summaries[0] == summaries[1]
 
@@ -73,7 +76,7 @@ def test_readme_export_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     run(config.__class__(**{**config.to_dict(), "client_fraction": 0.1}))
     assert main(["export", "run", "--out", "exported"]) == 0
-    (example,) = [block for block in python_blocks() if "load_exported" in block]
+    (example,) = [block for block in python_blocks(USAGE) if "load_exported" in block]
     namespace: dict[str, object] = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(example, str(USAGE), "exec"), namespace)
     assert tuple(namespace["logits"].shape) == (8, 10)  # type: ignore[attr-defined]

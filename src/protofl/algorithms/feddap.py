@@ -12,9 +12,10 @@ towards its own domain's prototype of the sample's class, and ``L_CPCL`` an Info
 
 Equations as implemented and every difference from the authors' code
 (``quanghuy6997/FedDAP`` ``models/feddap.py``, which does not run as released) are in
-:mod:`protofl.algorithms.feddap_maths` and docs/successors.md; the formulas follow that code, as the
-paper's text was not at hand. Defaults from the authors' code: ``contrast_temperature = 0.02``
-(``--infoNCET``), ``merge_temperature = 0.001`` (the call in ``loc_update``),
+:mod:`protofl.algorithms.feddap_maths` and docs/algorithms/feddap.md; the formulas follow
+that code, as the paper's text was not at hand. Defaults from the authors' code:
+``contrast_temperature = 0.02`` (``--infoNCET``), ``merge_temperature = 0.001`` (the call
+in ``loc_update``),
 ``dpa_weight = contrast_weight = 1`` (``--lamda_1/2``), ``noise_std = 0.005``
 (``agg_func_dp``'s ``0.05 * 0.1``). Decided here: a domain is the client's data domain,
 tagged by :func:`protofl.core.payloads.domain_id`; the noise stream is derived from the run's seed,

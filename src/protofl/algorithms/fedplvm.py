@@ -9,7 +9,7 @@ prototypes and broadcasts the global cluster prototypes. Client loss
 to the global cluster prototypes, and a correction ``2 * mean (cos(z, p_y) - 1)^2`` towards
 each class's average prototype (the plain mean of its global clusters). The maths and its
 comparison with the authors' code (``TriStonesWang/FedPLVM``) are in
-:mod:`protofl.algorithms.fedplvm_maths` and docs/successors.md. Server weights: FedAvg.
+:mod:`protofl.algorithms.fedplvm_maths` and docs/algorithms/fedplvm.md. Server weights: FedAvg.
 
 Defaults: ``alpha = 0.25``, ``temperature = 0.07`` (the authors' ``utils/options.py``).
 ``proto_weight`` (their ``lamb``) defaults to 1, not their 100: their runs use SGD momentum

@@ -6,7 +6,7 @@ channels-last, which oneDNN's bf16 kernels want. Loss terms -- cross-entropy and
 prototype losses, whose cosine logits divided by a temperature of 0.02 would lose about two
 digits in bf16 -- are computed in fp32 on fp32 copies of the features. ``auto`` picks bf16
 where the hardware does it natively (AVX512-BF16/AMX CPUs, CUDA GPUs with bf16) and fp32
-elsewhere; the accuracy cost was measured on Office-Caltech (see README, Speed).
+elsewhere; the accuracy cost was measured on Office-Caltech (docs/speed.md).
 
 ``fp64`` keeps the model, the features, the losses, the prototypes and the payloads in
 float64 (inputs are made in float32 and cast up, exactly). It is slow and exists for reference
