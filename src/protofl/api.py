@@ -34,6 +34,7 @@ from protofl.config import (
     config_from_dict,
     differences,
     merge,
+    options_not_running,
 )
 from protofl.core.payloads import GlobalState
 from protofl.core.records import Observer, RoundRecord
@@ -241,6 +242,13 @@ def train_federated(
     continues such a run from its checkpoint (same data, model and settings).
     """
     config = config or RunConfig()
+    idle = options_not_running(
+        config.algorithm_options,
+        [config.algorithm],
+        lambda name: f"algorithm_options[{name!r}]",
+    )
+    if idle:
+        logger.warning(idle)
     if not isinstance(model, nn.Module):
         model = model_from_factory(model, config.seed)
     federation = federation_from_arrays(clients, test_sets, num_classes, config.augment)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from protofl import __version__
+from protofl.config import options_not_running, parse_assignments
 from protofl.config.arguments import add_settings, config_from_args, settings_from_args
 from protofl.errors import ConfigError, ProtoflError, TrainingError
 from protofl.flower.cli import add_flower_commands, run_flower_command
@@ -149,8 +150,25 @@ def _observer(args: argparse.Namespace, console: Console, clients: int | None) -
     return contextlib.nullcontext() if args.quiet else ProgressObserver(console, clients)
 
 
+def _warn_idle_options(args: argparse.Namespace, console: Console, running: Sequence[str]) -> None:
+    """Options given with --set for an algorithm that will not run are accepted (a preset
+    holds every algorithm's) but do nothing: say so. Presets' own tables are not named."""
+    from protofl.algorithms import ALGORITHMS
+
+    given = parse_assignments(args.set)
+    sections = [key for key, value in given.items() if isinstance(value, dict)]
+    warning = options_not_running(
+        [key for key in sections if key in ALGORITHMS],
+        running,
+        lambda name: " ".join(f"--set {name}.{key}=..." for key in given[name]),
+    )
+    if warning:
+        console.print(f"[yellow]warning[/]: {warning}", highlight=False)
+
+
 def _run(args: argparse.Namespace, console: Console, resume_hint: list[str]) -> RunResult:
     config = config_from_args(args)  # every setting checked before the library loads
+    _warn_idle_options(args, console, [config.algorithm])
     from protofl.outputs.run_folder import default_out
 
     if config.out is None:  # name the folder now, so the user knows it from the start
@@ -212,6 +230,7 @@ def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | N
         if args.algorithms == "all"
         else parse_list(args.algorithms, str, "algorithms")
     )
+    _warn_idle_options(args, console, names)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out or f"runs/compare-{settings.get('benchmark', 'embedded')}-{stamp}")
     plan = ComparePlan(tuple(names), parse_list(args.seeds, int, "seeds"), settings, out)

@@ -151,3 +151,54 @@ def test_the_clients_bar_counts_the_sampled_clients_not_all_of_them(
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     clients = sum(config["resolved"]["clients_per_domain"].values())
     assert seen[0][1] == max(1, round(0.5 * clients)) < clients  # a sample, not everyone
+
+
+def test_options_for_an_algorithm_that_does_not_run_are_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import protofl.api
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # the warning comes before any training
+
+    monkeypatch.setattr(protofl.api, "execute", interrupted)
+    monkeypatch.chdir(tmp_path)
+    main(["run", "--rounds", "1", "--set", "fedprox.mu=0.1", "--set", "fpl.temperature=0.5"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert "options given for fedprox, which this run does not run (fpl)" in err
+    assert "--set fedprox.mu=... have no effect" in err
+    assert "fpl.temperature" not in err.split("warning")[1].split("writing to")[0]
+    # a preset's tables for every algorithm are not the user's doing: no warning
+    main(["run", "--rounds", "1", "--preset", "reduced-digits", "--benchmark", "embedded"])
+    assert "options given for" not in capsys.readouterr().err
+
+
+def test_python_options_for_another_algorithm_are_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    import numpy as np
+    from torch import nn
+
+    from protofl import ClientArrays, RunConfig, train_federated
+
+    x = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    config = RunConfig(rounds=1, local_epochs=1, algorithm_options={"moon": {"mu": 1.0}})
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.out = nn.Linear(2, 4), nn.Linear(4, 2)
+
+        def features(self, x: object) -> object:
+            return self.body(x)
+
+        def head(self, z: object) -> object:
+            return self.out(z)
+
+    with caplog.at_level(logging.WARNING, logger="protofl"):
+        train_federated([ClientArrays(x, y, domain="a")], {"a": (x, y)}, Net, config)
+    assert "options given for moon, which this run does not run (fpl): " in caplog.text
+    assert "algorithm_options['moon'] have no effect" in caplog.text

@@ -637,6 +637,11 @@ def test_a_client_that_stops_answering_is_named_absent_every_round(tmp_path: Pat
     server = dataclasses.replace(tiny_server(config, settings), num_clients=2)
     result = run_server(grid, server)
     assert [r.absent for r in result.history] == [[], ["red-1"], ["red-1"]]
+    # one name for one client: the refusal too names red-1, with its node in the reason
+    assert [list(r.rejected) for r in result.history] == [[], ["red-1"], ["red-1"]]
+    assert (
+        result.history[1].rejected["red-1"] == "node 12: no reply within 5 s; going on without it"
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["absent_clients"] == {"red-1": [2, 3]}
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -176,3 +176,19 @@ def test_a_typo_fails_before_torch_data_or_the_simulator_load() -> None:
     )
     assert done.stdout.strip() == "2 []", done.stdout + done.stderr
     assert "option of moon 'muu'" in done.stderr and "Did you mean 'mu'" in done.stderr
+
+
+def test_options_for_an_algorithm_that_does_not_run_are_named() -> None:
+    from protofl.config import options_not_running
+
+    def spelled(name: str) -> str:
+        return f"--set {name}.x=..."
+
+    assert options_not_running(["fpl"], ["fpl"], spelled) is None
+    warning = options_not_running(["fedprox", "fpl"], ["fpl"], spelled)
+    assert warning == (
+        "options given for fedprox, which this run does not run (fpl): "
+        "--set fedprox.x=... have no effect."
+    )
+    # a comparison runs several: only the ones outside it are named
+    assert options_not_running(["moon", "fpl"], ["fpl", "moon"], spelled) is None

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import math
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -210,6 +210,22 @@ def _check_algorithms(config: RunConfig) -> None:
         if section not in ALGORITHMS:
             raise ConfigError(unknown_name_message("algorithm", section, ALGORITHMS.names()))
         ALGORITHMS.get(section).make_config(options)
+
+
+def options_not_running(
+    sections: Iterable[str], running: Iterable[str], how: Callable[[str], str]
+) -> str | None:
+    """A warning when options were given for algorithms that will not run (they would be
+    accepted and have no effect, e.g. ``--set fedprox.mu=0.1`` on an FPL run), or None.
+    ``how(section)`` spells the options as the caller gave them."""
+    idle = sorted(set(sections) - set(running))
+    if not idle:
+        return None
+    listed = ", ".join(how(section) for section in idle)
+    return (
+        f"options given for {', '.join(idle)}, which this run does not run "
+        f"({', '.join(sorted(set(running)))}): {listed} have no effect."
+    )
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

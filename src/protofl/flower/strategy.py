@@ -274,9 +274,25 @@ class ProtoflStrategy:
         timeout = self.setup.settings.round_timeout
         for node in sorted({m.metadata.dst_node_id for m in sent} - answered):
             rejected[f"node {node}"] = f"no reply within {timeout:g} s; going on without it"
+        rejected = self._by_client_name(rejected)
         for who, why in rejected.items():
             logger.warning("round %d, %s: %s", round_index, who, why)
         return received, rejected
+
+    def _by_client_name(self, rejected: dict[str, str]) -> dict[str, str]:
+        """Key a refusal by the client's id where the node is known to hold a client (the
+        name ``absent`` and the clients' metrics use), the node going into the reason; a node
+        never seen with a client stays ``node N``."""
+        client_of_node = {node: index for index, node in self.node_of.items()}
+        named: dict[str, str] = {}
+        for who, why in rejected.items():
+            node = int(who.removeprefix("node ")) if who.startswith("node ") else None
+            index = client_of_node.get(node) if node is not None else None
+            if index is not None and index in self._ids and self._ids[index] not in rejected:
+                named[self._ids[index]] = f"node {node}: {why}"
+            else:
+                named[who] = why
+        return named
 
     def _bind(
         self, index: int, nodes: list[int], connected: set[int], rejected: dict[str, str]
