@@ -63,6 +63,8 @@ if __name__ == "__main__":
     folder = Path(sys.argv[1]) if len(sys.argv) > 1 else small_run(Path(tempfile.mkdtemp()) / "run")
     rounds = load_rounds(folder)
     config = json.loads((folder / "config.json").read_text())
-    print(f"{config['algorithm']} on {config['benchmark']}: {len(rounds)} rounds")
+    data = config["resolved"].get("data_source", config["benchmark"])  # own arrays or a benchmark
+    print(f"{config['algorithm']} on {data}, domains {config['resolved']['domains']}:")
+    print(f"{len(rounds)} rounds")
     print(rounds.round(3).to_string())
     print("last 5 rounds, mean accuracy:", round(rounds["mean_accuracy"].tail(5).mean(), 4))
