@@ -258,6 +258,9 @@ def cli_reference() -> str:
     subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, sub in subparsers.choices.items():
         sub.prog = f"protofl {name}"
+        # a fixed width: argparse otherwise follows the terminal, and the page must not
+        # depend on who generated it
+        sub.formatter_class = lambda prog: argparse.HelpFormatter(prog, width=88)
         help_text = sub.format_help()
         help_text = re.sub(r"\n\s*\n", "\n\n", help_text).strip()
         lines += [f"## protofl {name}", "", "```text", help_text, "```", ""]
