@@ -8,6 +8,9 @@
 * ``office-caltech`` -- Caltech 3, Amazon 2, Webcam 1, DSLR 4 clients with 20% each, every
   client holding all 10 classes; the reference's 80/20 split of each domain.
 * ``embedded`` -- the offline default built by protofl (:mod:`protofl.data.embedded`).
+* ``folders`` -- any folder of domains (``DIR/<domain>/<class>/<image>``), one client per
+  domain holding all of its training split; its domains and classes are read from ``DIR``
+  when a run starts (:func:`resolve_benchmark`).
 """
 
 from __future__ import annotations
@@ -15,9 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protofl.core.registry import Registry
 from protofl.data.domain import Domain
+from protofl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from protofl.data.folder_scan import FolderListing
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,9 @@ class LoadOptions:
     download: bool = False
     cache_dir: str | None = None
     dataset_seed: int = 0
+    image_size: int = 32  # folder benchmarks decode straight to this size
+    classes: tuple[str, ...] = ()  # folder benchmarks: only these classes (empty: all)
+    skip_unreadable: bool = False  # folder benchmarks: leave out (and count) broken files
 
 
 DomainLoader = Callable[[str, LoadOptions], Domain]
@@ -46,6 +57,18 @@ class BenchmarkSpec:
     num_classes: int = 10
     image_size: int = 32
     flip: bool = True  # the reference flips every benchmark, digits included
+    # for benchmarks read from a folder: the concrete spec (domains, classes) given the
+    # options, built when a run starts; None: the spec is already concrete
+    resolve: Callable[[LoadOptions], BenchmarkSpec] | None = None
+    class_names: tuple[str, ...] = ()  # where known: class id -> name
+    source: str = ""  # where the protocol and the data come from (shown by protofl list)
+
+
+def resolve_benchmark(name: str, options: LoadOptions) -> BenchmarkSpec:
+    """The benchmark ``name`` made concrete for ``options`` (folder benchmarks list their
+    folder here: domains and classes come from what is on disk)."""
+    spec = BENCHMARKS.get(name)
+    return spec.resolve(options) if spec.resolve is not None else spec
 
 
 def _digits_loader(name: str, options: LoadOptions) -> Domain:
@@ -83,6 +106,55 @@ def _embedded_spec() -> BenchmarkSpec:
     )
 
 
+def _unresolved_loader(name: str, options: LoadOptions) -> Domain:
+    raise ConfigError(  # a programming error: builders resolve every spec before loading
+        f"domain {name!r}: this benchmark lists its domains from a folder; load it through "
+        "resolve_benchmark()."
+    )
+
+
+def _folders_spec(options: LoadOptions) -> BenchmarkSpec:
+    from protofl.data.folder_scan import scan_folders
+    from protofl.data.sources import resolve_data_dir
+
+    root = resolve_data_dir(options.data_dir)
+    if root is None:
+        raise ConfigError(
+            "benchmark 'folders' needs --data-dir DIR (or $PROTOFL_DATA_DIR), where "
+            "DIR/<domain>/<class>/<image> or DIR/<domain>/{train,test}/<class>/<image>."
+        )
+    return listed_spec(BENCHMARKS.get("folders"), scan_folders(root, options.classes))
+
+
+def listed_spec(template: BenchmarkSpec, listing: FolderListing) -> BenchmarkSpec:
+    """``template`` with the listed domains and classes, loading from the listing."""
+    import dataclasses
+
+    from protofl.data.folders import load_listed_domain
+
+    def loader(name: str, options: LoadOptions) -> Domain:
+        return load_listed_domain(
+            listing,
+            name,
+            options.image_size,
+            options.cache_dir,
+            options.skip_unreadable,
+            options.dataset_seed,
+        )
+
+    domains = tuple(d.name for d in listing.domains)
+    allocation = {d: template.clients_per_domain.get(d, 1) for d in domains}
+    return dataclasses.replace(
+        template,
+        domains=domains,
+        clients_per_domain=allocation,
+        loader=loader,
+        num_classes=len(listing.classes),
+        class_names=listing.classes,
+        resolve=None,
+    )
+
+
 BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
 BENCHMARKS.add("embedded", _embedded_spec())
 BENCHMARKS.add(
@@ -109,5 +181,22 @@ BENCHMARKS.add(
         default_model="resnet10",
         loader=_office_loader,
         summary="Office-Caltech-10 at 32x32; 10 clients with 20% each, all classes each",
+    ),
+)
+BENCHMARKS.add(
+    "folders",
+    BenchmarkSpec(
+        name="folders",
+        domains=(),
+        clients_per_domain={},
+        client_fraction=1.0,
+        ensure_all_classes=False,
+        default_model="resnet10",
+        loader=_unresolved_loader,
+        summary="your own images, --data-dir DIR with DIR/<domain>/<class>/<image> (or "
+        "DIR/<domain>/{train,test}/...); one client per domain with all of its train split",
+        num_classes=0,
+        resolve=_folders_spec,
+        source="docs/benchmarks.md, 'Bring your own folders'",
     ),
 )
