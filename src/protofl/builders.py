@@ -83,6 +83,7 @@ def load_options(config: RunConfig) -> LoadOptions:
         config.image_size,
         config.classes,
         config.skip_unreadable_images,
+        config.domains,
     )
 
 

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +39,7 @@ class LoadOptions:
     image_size: int = 32  # folder benchmarks decode straight to this size
     classes: tuple[str, ...] = ()  # folder benchmarks: only these classes (empty: all)
     skip_unreadable: bool = False  # folder benchmarks: leave out (and count) broken files
+    domains: tuple[str, ...] = ()  # named folder benchmarks: list (and download) only these
 
 
 DomainLoader = Callable[[str, LoadOptions], Domain]
@@ -142,7 +143,7 @@ def listed_spec(template: BenchmarkSpec, listing: FolderListing) -> BenchmarkSpe
             options.dataset_seed,
         )
 
-    domains = tuple(d.name for d in listing.domains)
+    domains = template.domains or tuple(d.name for d in listing.domains)
     allocation = {d: template.clients_per_domain.get(d, 1) for d in domains}
     return dataclasses.replace(
         template,
@@ -153,6 +154,42 @@ def listed_spec(template: BenchmarkSpec, listing: FolderListing) -> BenchmarkSpe
         class_names=listing.classes,
         resolve=None,
     )
+
+
+ListFolders = Callable[[Path, Sequence[str], Sequence[str]], "FolderListing"]
+
+
+def _named_resolver(name: str) -> Callable[[LoadOptions], BenchmarkSpec]:
+    """The resolver of an official-layout benchmark: download if asked, then list."""
+
+    def resolve(options: LoadOptions) -> BenchmarkSpec:
+        from protofl.data import named_folders
+        from protofl.data.archives import WHERE_TO_GET, download_benchmark
+        from protofl.data.sources import default_cache_dir, resolve_data_dir
+        from protofl.errors import DataNotFoundError
+
+        template = BENCHMARKS.get(name)
+        domains = options.domains or template.domains
+        root = resolve_data_dir(options.data_dir)
+        cache = Path(options.cache_dir).expanduser() if options.cache_dir else default_cache_dir()
+        if options.download:
+            root = root or cache / name
+            download_benchmark(name, domains, root, cache / "downloads" / name)
+        where = WHERE_TO_GET.get(name, "Or pass --download to fetch it (checksummed).")
+        if root is None:
+            raise ConfigError(f"benchmark {name!r} needs --data-dir DIR. {where}")
+        listers: dict[str, ListFolders] = {
+            "pacs": named_folders.pacs_listing,
+            "office-home": named_folders.office_home_listing,
+            "domainnet": named_folders.domainnet_listing,
+        }
+        try:
+            listing = listers[name](root, domains, options.classes)
+        except DataNotFoundError as err:
+            raise DataNotFoundError(f"{err}\n{where}") from err
+        return listed_spec(template, listing)
+
+    return resolve
 
 
 BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
@@ -198,5 +235,62 @@ BENCHMARKS.add(
         num_classes=0,
         resolve=_folders_spec,
         source="docs/benchmarks.md, 'Bring your own folders'",
+    ),
+)
+
+
+def _named_spec(
+    name: str,
+    allocation: dict[str, int],
+    fraction: float,
+    summary: str,
+    source: str,
+) -> BenchmarkSpec:
+    return BenchmarkSpec(
+        name=name,
+        domains=tuple(allocation),
+        clients_per_domain=allocation,
+        client_fraction=fraction,
+        ensure_all_classes=False,
+        default_model="resnet10",
+        loader=_unresolved_loader,
+        summary=summary,
+        num_classes=0,
+        resolve=_named_resolver(name),
+        source=source,
+    )
+
+
+BENCHMARKS.add(
+    "pacs",
+    _named_spec(
+        "pacs",
+        {"photo": 2, "art_painting": 3, "cartoon": 2, "sketch": 3},
+        0.3,
+        "PACS, 7 classes; official kfold split files when present; 10 clients P2/A3/C2/S3 "
+        "with 30% each (the FDSE/F2DC protocol)",
+        "Li et al., ICCV 2017; clients as F2DC (CVPR 2026) and FDSE (CVPR 2025) report",
+    ),
+)
+BENCHMARKS.add(
+    "office-home",
+    _named_spec(
+        "office-home",
+        {"art": 1, "clipart": 1, "product": 1, "real_world": 1},
+        0.3,
+        "Office-Home, 65 classes (Art, Clipart, Product, Real World); seeded 80/20 split; "
+        "4 clients, 1 per domain with 30% (MarsFL's domain-skew default)",
+        "Venkateswara et al., CVPR 2017; clients as MarsFL (Huang et al., TPAMI 2024)",
+    ),
+)
+BENCHMARKS.add(
+    "domainnet",
+    _named_spec(
+        "domainnet",
+        {d: 1 for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")},
+        1.0,
+        "DomainNet, 345 classes (--set classes=... for a subset); official train/test files; "
+        "6 clients, 1 per domain (FedBN/FedPLVM); --download with SHA-256",
+        "Peng et al., ICCV 2019; checksums from TensorFlow Datasets",
     ),
 )

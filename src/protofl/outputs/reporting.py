@@ -155,7 +155,9 @@ def print_listing(console: Console) -> None:
         table.add_row("algorithm", name, ALGORITHMS.get(name).summary)
     for name in BENCHMARKS:
         spec = BENCHMARKS.get(name)
-        table.add_row("benchmark", name, f"{spec.summary}; domains {', '.join(spec.domains)}")
+        domains = f"; domains {', '.join(spec.domains)}" if spec.domains else ""
+        source = f"; source: {spec.source}" if spec.source else ""
+        table.add_row("benchmark", name, f"{spec.summary}{domains}{source}")
     for name in MODELS:
         table.add_row("model", name, MODEL_SUMMARIES.get(name, ""))
     for name in list_presets():
