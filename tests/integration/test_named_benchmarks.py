@@ -133,6 +133,18 @@ def test_office_home_finds_real_world_and_domainnet_keeps_a_class_subset(tmp_pat
     assert resolved["client_sizes"] == {"clipart-0": 6, "sketch-0": 6}
 
 
+def test_a_subset_of_domains_numbers_classes_as_all_domains_do(tmp_path: Path) -> None:
+    root = write_domainnet(tmp_path / "dn", ("clipart",), ("bird", "tiger"))
+    write_domainnet(root, ("sketch",), ("bird", "zebra"))
+    config = RunConfig(
+        benchmark="domainnet", data_dir=str(root), domains=("sketch",), cache_dir=str(tmp_path)
+    )
+    spec, _, resolved = load_federation(config)
+    assert resolved["classes"] == ["bird", "tiger", "zebra"] and spec.num_classes == 3
+    assert resolved["data"]["sketch"]["missing_classes"] == ["tiger"]
+    assert resolved["client_class_counts"] == {"sketch-0": [3, 0, 3]}
+
+
 def test_missing_data_says_where_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError, match=r"domaingeneralization\.github\.io"):
         load_federation(RunConfig(benchmark="pacs", data_dir=str(tmp_path)))

@@ -11,11 +11,15 @@
 * ``folders`` -- any folder of domains (``DIR/<domain>/<class>/<image>``), one client per
   domain holding all of its training split; its domains and classes are read from ``DIR``
   when a run starts (:func:`resolve_benchmark`).
+* ``pacs``, ``office-home``, ``domainnet`` -- the field's benchmarks in their official
+  layouts (:mod:`protofl.data.named_folders`), listed the same way; their default clients
+  follow the protocol each preset cites (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +27,8 @@ from typing import TYPE_CHECKING
 from protofl.core.registry import Registry
 from protofl.data.domain import Domain
 from protofl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from protofl.data.folder_scan import FolderListing
@@ -156,7 +162,7 @@ def listed_spec(template: BenchmarkSpec, listing: FolderListing) -> BenchmarkSpe
     )
 
 
-ListFolders = Callable[[Path, Sequence[str], Sequence[str]], "FolderListing"]
+OFFICIAL_CLASS_COUNTS = {"pacs": 7, "office-home": 65, "domainnet": 345}
 
 
 def _named_resolver(name: str) -> Callable[[LoadOptions], BenchmarkSpec]:
@@ -178,15 +184,27 @@ def _named_resolver(name: str) -> Callable[[LoadOptions], BenchmarkSpec]:
         where = WHERE_TO_GET.get(name, "Or pass --download to fetch it (checksummed).")
         if root is None:
             raise ConfigError(f"benchmark {name!r} needs --data-dir DIR. {where}")
-        listers: dict[str, ListFolders] = {
-            "pacs": named_folders.pacs_listing,
-            "office-home": named_folders.office_home_listing,
-            "domainnet": named_folders.domainnet_listing,
+        readers: dict[str, named_folders.OneDomain] = {
+            "pacs": named_folders.pacs_domain,
+            "office-home": named_folders.office_home_domain,
+            "domainnet": named_folders.domainnet_domain,
         }
         try:
-            listing = listers[name](root, domains, options.classes)
+            listing = named_folders.list_named(
+                root, template.domains, domains, options.classes, readers[name]
+            )
         except DataNotFoundError as err:
             raise DataNotFoundError(f"{err}\n{where}") from err
+        expected = OFFICIAL_CLASS_COUNTS[name]
+        if not options.classes and len(listing.classes) != expected:
+            # allowed (a trimmed copy), but a wrong folder often shows here first
+            logger.warning(
+                "%s under %s has %d classes; the official release has %d",
+                name,
+                root,
+                len(listing.classes),
+                expected,
+            )
         return listed_spec(template, listing)
 
     return resolve

@@ -19,7 +19,7 @@ Class ids follow sorted class names, which is the official label order of all th
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -141,73 +141,87 @@ def _first_dir(candidates: Sequence[Path], what: str, layout: str) -> Path:
     raise DataNotFoundError(f"{what} not found; looked for:\n  {looked}\nExpected {layout}.")
 
 
-def pacs_listing(root: Path, domains: Sequence[str], classes: Sequence[str]) -> FolderListing:
-    """PACS from ``root``, with the official split files where present."""
-    layout = "DIR/kfold/<domain>/<class>/<image> (or DIR/<domain>/...)"
+OneDomain = Callable[[Path, str], tuple[DomainFiles, str | None]]
+
+
+def list_named(
+    root: Path,
+    every: Sequence[str],
+    required: Sequence[str],
+    classes: Sequence[str],
+    one_domain: OneDomain,
+) -> FolderListing:
+    """The ``required`` domains (an error when absent) and the benchmark's other domains
+    found on disk: the classes are their union, so a run on a subset of domains (a Flower
+    node with one domain) numbers the classes as a run on all of them does."""
     listed, notes = [], {}
-    for name in domains:
-        bases = [root / "kfold", root / "pacs_data", root / "PACS" / "kfold", root / "PACS", root]
-        folder = _first_dir([b / name for b in bases], f"PACS domain {name!r}", layout)
-        split_dirs = [base / d for base in (folder.parent, root) for d in PACS_SPLIT_DIRS]
-        train_file = _split_file(split_dirs, f"{name}_train_kfold.txt")
-        if train_file is None:
-            listed.append(_scanned_domain(name, folder))
+    for name in every:
+        try:
+            domain, note = one_domain(root, name)
+        except DataNotFoundError:
+            if name in required:
+                raise
+            logger.info("domain %r not found under %s; not used", name, root)
             continue
-        held_files = [
-            train_file.with_name(f"{name}_{part}_kfold.txt") for part in ("crossval", "test")
-        ]
-        held_files = [f for f in held_files if f.is_file()]
-        if not held_files:
-            raise DataNotFoundError(
-                f"{train_file} found but neither {name}_crossval_kfold.txt nor "
-                f"{name}_test_kfold.txt next to it. Fix: keep the official split files together."
-            )
-        train = parse_split_file(train_file)
-        held = [e for f in held_files for e in parse_split_file(f)]
-        for path, entries in [(train_file, train), *((f, parse_split_file(f)) for f in held_files)]:
-            check_labels(entries, path)
-        listed.append(_domain_from_splits(name, folder.parent, train, held))
-        notes[name] = (
-            f"official split files in {train_file.parent} (test: crossval/test not in train)"
-        )
+        listed.append(domain)
+        if note:
+            notes[name] = note
     return _listing(root, listed, classes, notes)
 
 
-def office_home_listing(
-    root: Path, domains: Sequence[str], classes: Sequence[str]
-) -> FolderListing:
-    """Office-Home from ``root`` (or ``root/OfficeHomeDataset_10072016``)."""
+def pacs_domain(root: Path, name: str) -> tuple[DomainFiles, str | None]:
+    """One PACS domain, with the official split files where present."""
+    layout = "DIR/kfold/<domain>/<class>/<image> (or DIR/<domain>/...)"
+    bases = [root / "kfold", root / "pacs_data", root / "PACS" / "kfold", root / "PACS", root]
+    folder = _first_dir([b / name for b in bases], f"PACS domain {name!r}", layout)
+    split_dirs = [base / d for base in (folder.parent, root) for d in PACS_SPLIT_DIRS]
+    train_file = _split_file(split_dirs, f"{name}_train_kfold.txt")
+    if train_file is None:
+        return _scanned_domain(name, folder), None
+    held_files = [train_file.with_name(f"{name}_{p}_kfold.txt") for p in ("crossval", "test")]
+    held_files = [f for f in held_files if f.is_file()]
+    if not held_files:
+        raise DataError(
+            f"{train_file} found but neither {name}_crossval_kfold.txt nor "
+            f"{name}_test_kfold.txt next to it. Fix: keep the official split files together."
+        )
+    train = parse_split_file(train_file)
+    check_labels(train, train_file)
+    held = []
+    for path in held_files:
+        entries = parse_split_file(path)
+        check_labels(entries, path)
+        held += entries
+    note = f"official split files in {train_file.parent} (test: crossval/test not in train)"
+    return _domain_from_splits(name, folder.parent, train, held), note
+
+
+def office_home_domain(root: Path, name: str) -> tuple[DomainFiles, str | None]:
+    """One Office-Home domain from ``root`` (or ``root/OfficeHomeDataset_10072016``)."""
     layout = "DIR/OfficeHomeDataset_10072016/{Art,Clipart,Product,Real World}/<class>/<image>"
     bases = [root / "OfficeHomeDataset_10072016", root / "OfficeHome", root / "office_home", root]
-    listed = []
-    for name in domains:
-        candidates = [b / spelling for b in bases for spelling in OFFICE_HOME_FOLDERS[name]]
-        folder = _first_dir(candidates, f"Office-Home domain {name!r}", layout)
-        listed.append(_scanned_domain(name, folder))
-    return _listing(root, listed, classes, {})
+    candidates = [b / spelling for b in bases for spelling in OFFICE_HOME_FOLDERS[name]]
+    return _scanned_domain(
+        name, _first_dir(candidates, f"Office-Home domain {name!r}", layout)
+    ), None
 
 
-def domainnet_listing(root: Path, domains: Sequence[str], classes: Sequence[str]) -> FolderListing:
-    """DomainNet from ``root`` with the official split files (required)."""
-    listed, notes = [], {}
-    for name in domains:
-        dirs = [root, root / "txt", root / "splits"]
-        train_file, test_file = (
-            _split_file(dirs, f"{name}_{part}.txt") for part in ("train", "test")
+def domainnet_domain(root: Path, name: str) -> tuple[DomainFiles, str | None]:
+    """One DomainNet domain with its official split files (required)."""
+    dirs = [root, root / "txt", root / "splits"]
+    train_file, test_file = (_split_file(dirs, f"{name}_{part}.txt") for part in ("train", "test"))
+    if train_file is None or test_file is None:
+        raise DataNotFoundError(
+            f"DomainNet split files {name}_train.txt and {name}_test.txt are not both in "
+            f"{root} (or its txt/, splits/). Fix: pass --download to fetch them "
+            "(checksummed), or get them from http://ai.bu.edu/M3SDA/ and put them next to "
+            "the <domain>/ folders."
         )
-        if train_file is None or test_file is None:
-            raise DataNotFoundError(
-                f"DomainNet split files {name}_train.txt and {name}_test.txt are not both in "
-                f"{root} (or its txt/, splits/). Fix: pass --download to fetch them "
-                "(checksummed), or get them from http://ai.bu.edu/M3SDA/ and put them next to "
-                "the <domain>/ folders."
-            )
-        train, test = parse_split_file(train_file), parse_split_file(test_file)
-        check_labels(train, train_file)
-        check_labels(test, test_file)
-        listed.append(_domain_from_splits(name, root, train, test))
-        notes[name] = f"official {train_file.name} / {test_file.name}"
-    return _listing(root, listed, classes, notes)
+    train, test = parse_split_file(train_file), parse_split_file(test_file)
+    check_labels(train, train_file)
+    check_labels(test, test_file)
+    note = f"official {train_file.name} / {test_file.name}"
+    return _domain_from_splits(name, root, train, test), note
 
 
 def _listing(
