@@ -40,7 +40,7 @@ class RunConfig:
     # round (holdout_accuracy), as federated domain generalisation measures an unseen domain
     holdout_domains: tuple[str, ...] = ()
     data_dir: str | None = None  # else $PROTOFL_DATA_DIR
-    download: bool = False  # fetch MNIST/USPS/SVHN into the cache when missing
+    download: bool = False  # fetch MNIST/USPS/SVHN (or DomainNet) when missing, checksummed
     cache_dir: str | None = None  # else $PROTOFL_CACHE_DIR or ~/.cache/protofl
     image_size: int = 32  # side of the square images the model sees (32: the FPL protocol)
     classes: tuple[str, ...] = ()  # folder benchmarks (folders, pacs, ...): only these classes
