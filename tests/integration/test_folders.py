@@ -109,7 +109,9 @@ def test_a_given_split_is_used_as_is(tmp_path: Path) -> None:
     assert resolved["data"]["hospital_a"]["split"].startswith("given")
 
 
-def test_bad_layouts_and_names_are_explained(tmp_path: Path) -> None:
+def test_bad_layouts_and_names_are_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = write_class_folders(tmp_path / "data", {"d1": ["a", "b"]}, split=True)
     (root / "d1" / "extra").mkdir()
     with pytest.raises(DataError, match="train/ and test/ next to other folders"):
@@ -119,6 +121,7 @@ def test_bad_layouts_and_names_are_explained(tmp_path: Path) -> None:
         load_federation(config(good, tmp_path, classes=("appel",)))
     with pytest.raises(ConfigError, match="has fixed classes"):
         load_federation(RunConfig(classes=("apple",)))
+    monkeypatch.delenv("PROTOFL_DATA_DIR", raising=False)  # else it stands in for --data-dir
     with pytest.raises(ConfigError, match="needs --data-dir"):
         load_federation(RunConfig(benchmark="folders"))
 
