@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protofl.data.download import Opener, _urlopen, fetch
+from protofl.data.download import Opener, fetch
 from protofl.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def download_benchmark(
     root: Path,
     downloads: Path,
     *,
-    opener: Opener = _urlopen,
+    opener: Opener | None = None,
 ) -> None:
     """Fetch (checksummed) the files of ``domains`` into ``downloads``; unzip into ``root``
     and copy split files there, so ``root`` is the benchmark's official layout."""
@@ -112,14 +112,15 @@ def download_benchmark(
             + WHERE_TO_GET.get(benchmark, "Get the files yourself and pass --data-dir.")
         )
     table = DOWNLOADS[benchmark]
+    through = {} if opener is None else {"opener": opener}  # None: fetch's urllib opener
     for domain in domains:
         for archive in table[domain]:
             path = fetch(
                 [archive.url],
                 downloads / archive.filename,
                 archive.sha256,
-                opener=opener,
                 algorithm="sha256",
+                **through,
             )
             if archive.unpack:
                 unpack_zip(path, root, archive.sha256)

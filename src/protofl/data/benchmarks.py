@@ -18,20 +18,13 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from protofl.core.registry import Registry
 from protofl.data.domain import Domain
 from protofl.errors import ConfigError
-
-logger = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from protofl.data.folder_scan import FolderListing
 
 
 @dataclass(frozen=True)
@@ -120,92 +113,17 @@ def _unresolved_loader(name: str, options: LoadOptions) -> Domain:
     )
 
 
-def _folders_spec(options: LoadOptions) -> BenchmarkSpec:
-    from protofl.data.folder_scan import scan_folders
-    from protofl.data.sources import resolve_data_dir
+def _resolve_folders(options: LoadOptions) -> BenchmarkSpec:
+    from protofl.data.folder_benchmarks import folders_spec  # Pillow, only when used
 
-    root = resolve_data_dir(options.data_dir)
-    if root is None:
-        raise ConfigError(
-            "benchmark 'folders' needs --data-dir DIR (or $PROTOFL_DATA_DIR), where "
-            "DIR/<domain>/<class>/<image> or DIR/<domain>/{train,test}/<class>/<image>."
-        )
-    return listed_spec(BENCHMARKS.get("folders"), scan_folders(root, options.classes))
-
-
-def listed_spec(template: BenchmarkSpec, listing: FolderListing) -> BenchmarkSpec:
-    """``template`` with the listed domains and classes, loading from the listing."""
-    import dataclasses
-
-    from protofl.data.folders import load_listed_domain
-
-    def loader(name: str, options: LoadOptions) -> Domain:
-        return load_listed_domain(
-            listing,
-            name,
-            options.image_size,
-            options.cache_dir,
-            options.skip_unreadable,
-            options.dataset_seed,
-        )
-
-    domains = template.domains or tuple(d.name for d in listing.domains)
-    allocation = {d: template.clients_per_domain.get(d, 1) for d in domains}
-    return dataclasses.replace(
-        template,
-        domains=domains,
-        clients_per_domain=allocation,
-        loader=loader,
-        num_classes=len(listing.classes),
-        class_names=listing.classes,
-        resolve=None,
-    )
-
-
-OFFICIAL_CLASS_COUNTS = {"pacs": 7, "office-home": 65, "domainnet": 345}
+    return folders_spec(options)
 
 
 def _named_resolver(name: str) -> Callable[[LoadOptions], BenchmarkSpec]:
-    """The resolver of an official-layout benchmark: download if asked, then list."""
-
     def resolve(options: LoadOptions) -> BenchmarkSpec:
-        from protofl.data import named_folders
-        from protofl.data.archives import WHERE_TO_GET, download_benchmark
-        from protofl.data.sources import default_cache_dir, resolve_data_dir
-        from protofl.errors import DataNotFoundError
+        from protofl.data.folder_benchmarks import named_spec
 
-        template = BENCHMARKS.get(name)
-        domains = options.domains or template.domains
-        root = resolve_data_dir(options.data_dir)
-        cache = Path(options.cache_dir).expanduser() if options.cache_dir else default_cache_dir()
-        if options.download:
-            root = root or cache / name
-            download_benchmark(name, domains, root, cache / "downloads" / name)
-        where = WHERE_TO_GET.get(name, "Or pass --download to fetch it (checksummed).")
-        if root is None:
-            raise ConfigError(f"benchmark {name!r} needs --data-dir DIR. {where}")
-        readers: dict[str, named_folders.OneDomain] = {
-            "pacs": named_folders.pacs_domain,
-            "office-home": named_folders.office_home_domain,
-            "domainnet": named_folders.domainnet_domain,
-        }
-        try:
-            listing = named_folders.list_named(
-                root, template.domains, domains, options.classes, readers[name]
-            )
-        except DataNotFoundError as err:
-            raise DataNotFoundError(f"{err}\n{where}") from err
-        expected = OFFICIAL_CLASS_COUNTS[name]
-        if not options.classes and len(listing.classes) != expected:
-            # allowed (a trimmed copy), but a wrong folder often shows here first
-            logger.warning(
-                "%s under %s has %d classes; the official release has %d",
-                name,
-                root,
-                len(listing.classes),
-                expected,
-            )
-        return listed_spec(template, listing)
+        return named_spec(name, options)
 
     return resolve
 
@@ -251,7 +169,7 @@ BENCHMARKS.add(
         summary="your own images, --data-dir DIR with DIR/<domain>/<class>/<image> (or "
         "DIR/<domain>/{train,test}/...); one client per domain with all of its train split",
         num_classes=0,
-        resolve=_folders_spec,
+        resolve=_resolve_folders,
         source="docs/benchmarks.md, 'Bring your own folders'",
     ),
 )
