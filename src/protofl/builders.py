@@ -21,7 +21,8 @@ from protofl.config import (
 )
 from protofl.core.registry import unknown_name_message
 from protofl.core.seeding import derive_seed, seeded_torch
-from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
+from protofl.data.benchmarks import BenchmarkSpec, LoadOptions, resolve_benchmark
+from protofl.data.domain import Domain
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
 from protofl.engine.attacks import Attack, draw_malicious
@@ -73,9 +74,33 @@ def configure_determinism(enabled: bool) -> None:
     torch.backends.cudnn.benchmark = False
 
 
+def load_options(config: RunConfig) -> LoadOptions:
+    return LoadOptions(
+        config.data_dir,
+        config.download,
+        config.cache_dir,
+        config.dataset_seed,
+        config.image_size,
+        config.classes,
+        config.skip_unreadable_images,
+        config.domains,
+    )
+
+
+def benchmark_of(config: RunConfig) -> BenchmarkSpec:
+    """The run's benchmark, concrete (a folder benchmark's domains listed from its folder)."""
+    spec = resolve_benchmark(config.benchmark, load_options(config))
+    if config.classes and not spec.class_names:
+        raise ConfigError(
+            f"classes is for benchmarks read from image folders (folders, pacs, office-home, "
+            f"domainnet); {spec.name} has fixed classes. Fix: drop --set classes=..."
+        )
+    return spec
+
+
 def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
     """Load the benchmark's domains, draw the clients, and build the tensors."""
-    spec = BENCHMARKS.get(config.benchmark)
+    spec = benchmark_of(config)
     domains = config.domains or spec.domains
     for name in domains:
         if name not in spec.domains:
@@ -85,7 +110,7 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
     holdout = _check_holdout(config.holdout_domains, domains, spec)
     allocation = {d: n for d, n in _allocation(config, spec).items() if d not in holdout}
     fraction = config.client_fraction or spec.client_fraction
-    options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
+    options = load_options(config)
     everything = [spec.loader(name, options) for name in domains]
     loaded = [d for d in everything if d.name not in holdout]
     plans = draw_clients(  # each domain's clients come from its own seed: unchanged by holdout
@@ -98,11 +123,11 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         config.label_skew,
     )
     federation = build_federation(
-        loaded, plans, spec.num_classes, spec.image_size, config.augment, spec.flip
+        loaded, plans, spec.num_classes, config.image_size, config.augment, spec.flip
     )
     if holdout:
         unseen = [d for d in everything if d.name in holdout]
-        holdout_sets = build_holdout_sets(unseen, spec.image_size, spec.flip)
+        holdout_sets = build_holdout_sets(unseen, config.image_size, spec.flip)
         federation = dataclasses.replace(federation, holdout_sets=holdout_sets)
     resolved = {
         "domains": [d.name for d in loaded],
@@ -119,7 +144,19 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
     }
     if holdout:
         resolved["holdout_sizes"] = {t.domain: len(t.data) for t in federation.holdout_sets}
-    return spec, federation, resolved
+    return spec, federation, {**resolved, **data_facts(spec, everything)}
+
+
+def data_facts(spec: BenchmarkSpec, domains: list[Domain]) -> dict[str, Any]:
+    """What config.json records about the data read from folders: the classes, and per
+    domain how it was split, the classes it lacks and the files left out."""
+    facts: dict[str, Any] = {}
+    if spec.class_names:
+        facts["classes"] = list(spec.class_names)
+    per_domain = {d.name: dict(d.facts) for d in domains if d.facts}
+    if per_domain:
+        facts["data"] = per_domain
+    return facts
 
 
 def _check_holdout(
@@ -139,9 +176,9 @@ def _check_holdout(
 def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
     """Only the benchmark's test splits (a server's view: no client's training data), one
     domain at a time so that only one domain's raw arrays are held while converting."""
-    spec = BENCHMARKS.get(config.benchmark)
+    spec = benchmark_of(config)
     allocation = _allocation(config, spec)
-    options = LoadOptions(config.data_dir, config.download, config.cache_dir, config.dataset_seed)
+    options = load_options(config)
     tests: list[TestSet] = []
     for name in allocation:
         if name not in spec.domains:
@@ -149,7 +186,7 @@ def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[s
                 unknown_name_message(f"domain of {spec.name}", name, list(spec.domains))
             )
         domain = spec.loader(name, options)
-        part = build_federation([domain], [], spec.num_classes, spec.image_size, False, spec.flip)
+        part = build_federation([domain], [], spec.num_classes, config.image_size, False, spec.flip)
         tests += part.test_sets
         del domain  # its training arrays go now, before the next domain loads
     resolved = {
@@ -163,14 +200,14 @@ def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[s
 
 def federation_size(config: RunConfig) -> int:
     """How many clients the benchmark federation has under ``config``."""
-    return sum(_allocation(config, BENCHMARKS.get(config.benchmark)).values())
+    return sum(_allocation(config, benchmark_of(config)).values())
 
 
 def locate_client(config: RunConfig, client_index: int) -> tuple[str, int]:
     """Federation client ``client_index`` as (its domain, its index among that domain's
     clients), from the allocation alone (clients are ordered domain by domain), so a node
     can load just its domain's file."""
-    spec = BENCHMARKS.get(config.benchmark)
+    spec = benchmark_of(config)
     allocation = _allocation(config, spec)
     first = 0
     for domain, count in allocation.items():

@@ -24,6 +24,7 @@ from protofl.outputs.reporting import (
     ProgressObserver,
     print_comparison,
     print_config,
+    print_leave_one_out,
     print_listing,
     print_results,
 )
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="output folder (default: runs/compare-<bench>-<time>)")
     compare.add_argument("--no-plots", action="store_true", help="table and JSON only")
     compare.add_argument("--baseline", help=BASELINE_HELP)
+    compare.add_argument(
+        "--holdout",
+        choices=["each"],
+        help="each: one comparison per domain held out (no client holds it) and the "
+        "leave-one-domain-out table (rows: methods; columns: held-out domain, mean)",
+    )
     add_settings(compare)
     report = commands.add_parser(
         "report", help="table, JSON and plots from finished run folders (any commands, days)"
@@ -243,10 +250,29 @@ def _compare(args: argparse.Namespace, console: Console, argv: Sequence[str] | N
         console.print(f"[bold]run {index + 1}/{total}[/]: {algorithm}, seed {seed}")
         return None if args.quiet else ProgressObserver(console, None)
 
-    run_grid(plan, observer_for)
     command = "protofl " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    if args.holdout == "each":
+        return _leave_one_out(plan, observer_for, command, args, out)
+    run_grid(plan, observer_for)
     report = write_report(plan, command, not args.no_plots, args.baseline)
     print_comparison(Console(), report, out)
+    return 0
+
+
+def _leave_one_out(
+    plan: Any, observer_for: Any, command: str, args: argparse.Namespace, out: Path
+) -> int:
+    from protofl.outputs import leave_one_out
+
+    plans = leave_one_out.sub_plans(plan)
+    console = Console(stderr=True)
+
+    def starting(domain: str) -> None:
+        console.print(f"[bold]holding out {domain}[/]", highlight=False)
+
+    leave_one_out.run_all(plans, observer_for, starting)
+    written = leave_one_out.write(plans, out, command, not args.no_plots, args.baseline)
+    print_leave_one_out(Console(), written, out)
     return 0
 
 

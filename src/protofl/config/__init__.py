@@ -40,8 +40,11 @@ class RunConfig:
     # round (holdout_accuracy), as federated domain generalisation measures an unseen domain
     holdout_domains: tuple[str, ...] = ()
     data_dir: str | None = None  # else $PROTOFL_DATA_DIR
-    download: bool = False  # fetch MNIST/USPS/SVHN into the cache when missing
+    download: bool = False  # fetch MNIST/USPS/SVHN (or DomainNet) when missing, checksummed
     cache_dir: str | None = None  # else $PROTOFL_CACHE_DIR or ~/.cache/protofl
+    image_size: int = 32  # side of the square images the model sees (32: the FPL protocol)
+    classes: tuple[str, ...] = ()  # folder benchmarks (folders, pacs, ...): only these classes
+    skip_unreadable_images: bool = False  # folder benchmarks: leave out and count broken files
     model: str = "auto"  # auto: the benchmark's default model
     rounds: int = 10
     local_epochs: int = 5
@@ -50,7 +53,8 @@ class RunConfig:
     momentum: float = 0.9
     weight_decay: float = 1e-5
     seed: int = 0
-    dataset_seed: int = 0  # only for generated data (the embedded benchmark)
+    # generated data (the embedded benchmark) and the 80/20 split of folders that give none
+    dataset_seed: int = 0
     clients_per_domain: Mapping[str, int] = field(default_factory=FrozenMap)  # overrides
     client_fraction: float | None = None  # None: the benchmark's share per client
     augment: bool = True
@@ -98,7 +102,7 @@ class RunConfig:
 
 
 def _check_ranges(config: RunConfig) -> None:
-    for name in ("rounds", "local_epochs", "batch_size", "eval_batch_size"):
+    for name in ("rounds", "local_epochs", "batch_size", "eval_batch_size", "image_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be >= 1; got {getattr(config, name)}.")
     for name in (

@@ -33,7 +33,9 @@ def add_settings(
     command.add_argument("--benchmark", "-b", help="benchmark name (default: embedded)")
     command.add_argument("--domains", help="comma-separated subset of the benchmark's domains")
     command.add_argument("--data-dir", help="folder with the benchmark files ($PROTOFL_DATA_DIR)")
-    command.add_argument("--download", action="store_true", help="fetch MNIST/USPS/SVHN")
+    command.add_argument(
+        "--download", action="store_true", help="fetch MNIST/USPS/SVHN or DomainNet (checksummed)"
+    )
     command.add_argument("--rounds", type=int, help="communication rounds")
     command.add_argument("--local-epochs", type=int, help="local epochs per round")
     command.add_argument("--model", help="model name (default: the benchmark's)")

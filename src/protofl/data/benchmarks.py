@@ -8,6 +8,12 @@
 * ``office-caltech`` -- Caltech 3, Amazon 2, Webcam 1, DSLR 4 clients with 20% each, every
   client holding all 10 classes; the reference's 80/20 split of each domain.
 * ``embedded`` -- the offline default built by protofl (:mod:`protofl.data.embedded`).
+* ``folders`` -- any folder of domains (``DIR/<domain>/<class>/<image>``), one client per
+  domain holding all of its training split; its domains and classes are read from ``DIR``
+  when a run starts (:func:`resolve_benchmark`).
+* ``pacs``, ``office-home``, ``domainnet`` -- the field's benchmarks in their official
+  layouts (:mod:`protofl.data.named_folders`), listed the same way; their default clients
+  follow the protocol each preset cites (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from pathlib import Path
 
 from protofl.core.registry import Registry
 from protofl.data.domain import Domain
+from protofl.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -28,6 +35,10 @@ class LoadOptions:
     download: bool = False
     cache_dir: str | None = None
     dataset_seed: int = 0
+    image_size: int = 32  # folder benchmarks decode straight to this size
+    classes: tuple[str, ...] = ()  # folder benchmarks: only these classes (empty: all)
+    skip_unreadable: bool = False  # folder benchmarks: leave out (and count) broken files
+    domains: tuple[str, ...] = ()  # named folder benchmarks: list (and download) only these
 
 
 DomainLoader = Callable[[str, LoadOptions], Domain]
@@ -46,6 +57,18 @@ class BenchmarkSpec:
     num_classes: int = 10
     image_size: int = 32
     flip: bool = True  # the reference flips every benchmark, digits included
+    # for benchmarks read from a folder: the concrete spec (domains, classes) given the
+    # options, built when a run starts; None: the spec is already concrete
+    resolve: Callable[[LoadOptions], BenchmarkSpec] | None = None
+    class_names: tuple[str, ...] = ()  # where known: class id -> name
+    source: str = ""  # where the protocol and the data come from (shown by protofl list)
+
+
+def resolve_benchmark(name: str, options: LoadOptions) -> BenchmarkSpec:
+    """The benchmark ``name`` made concrete for ``options`` (folder benchmarks list their
+    folder here: domains and classes come from what is on disk)."""
+    spec = BENCHMARKS.get(name)
+    return spec.resolve(options) if spec.resolve is not None else spec
 
 
 def _digits_loader(name: str, options: LoadOptions) -> Domain:
@@ -83,6 +106,28 @@ def _embedded_spec() -> BenchmarkSpec:
     )
 
 
+def _unresolved_loader(name: str, options: LoadOptions) -> Domain:
+    raise ConfigError(  # a programming error: builders resolve every spec before loading
+        f"domain {name!r}: this benchmark lists its domains from a folder; load it through "
+        "resolve_benchmark()."
+    )
+
+
+def _resolve_folders(options: LoadOptions) -> BenchmarkSpec:
+    from protofl.data.folder_benchmarks import folders_spec  # Pillow, only when used
+
+    return folders_spec(options)
+
+
+def _named_resolver(name: str) -> Callable[[LoadOptions], BenchmarkSpec]:
+    def resolve(options: LoadOptions) -> BenchmarkSpec:
+        from protofl.data.folder_benchmarks import named_spec
+
+        return named_spec(name, options)
+
+    return resolve
+
+
 BENCHMARKS: Registry[BenchmarkSpec] = Registry("benchmark")
 BENCHMARKS.add("embedded", _embedded_spec())
 BENCHMARKS.add(
@@ -109,5 +154,79 @@ BENCHMARKS.add(
         default_model="resnet10",
         loader=_office_loader,
         summary="Office-Caltech-10 at 32x32; 10 clients with 20% each, all classes each",
+    ),
+)
+BENCHMARKS.add(
+    "folders",
+    BenchmarkSpec(
+        name="folders",
+        domains=(),
+        clients_per_domain={},
+        client_fraction=1.0,
+        ensure_all_classes=False,
+        default_model="resnet10",
+        loader=_unresolved_loader,
+        summary="your own images, --data-dir DIR with DIR/<domain>/<class>/<image> (or "
+        "DIR/<domain>/{train,test}/...); one client per domain with all of its train split",
+        num_classes=0,
+        resolve=_resolve_folders,
+        source="docs/benchmarks.md, 'Bring your own folders'",
+    ),
+)
+
+
+def _named_spec(
+    name: str,
+    allocation: dict[str, int],
+    fraction: float,
+    summary: str,
+    source: str,
+) -> BenchmarkSpec:
+    return BenchmarkSpec(
+        name=name,
+        domains=tuple(allocation),
+        clients_per_domain=allocation,
+        client_fraction=fraction,
+        ensure_all_classes=False,
+        default_model="resnet10",
+        loader=_unresolved_loader,
+        summary=summary,
+        num_classes=0,
+        resolve=_named_resolver(name),
+        source=source,
+    )
+
+
+BENCHMARKS.add(
+    "pacs",
+    _named_spec(
+        "pacs",
+        {"photo": 2, "art_painting": 3, "cartoon": 2, "sketch": 3},
+        0.3,
+        "PACS, 7 classes; official kfold split files when present; 10 clients P2/A3/C2/S3 "
+        "with 30% each (the FDSE/F2DC protocol)",
+        "Li et al., ICCV 2017; clients as F2DC (CVPR 2026) and FDSE (CVPR 2025) report",
+    ),
+)
+BENCHMARKS.add(
+    "office-home",
+    _named_spec(
+        "office-home",
+        {"art": 1, "clipart": 1, "product": 1, "real_world": 1},
+        0.3,
+        "Office-Home, 65 classes (Art, Clipart, Product, Real World); seeded 80/20 split; "
+        "4 clients, 1 per domain with 30% (MarsFL's domain-skew default)",
+        "Venkateswara et al., CVPR 2017; clients as MarsFL (Huang et al., TPAMI 2024)",
+    ),
+)
+BENCHMARKS.add(
+    "domainnet",
+    _named_spec(
+        "domainnet",
+        {d: 1 for d in ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")},
+        1.0,
+        "DomainNet, 345 classes (--set classes=... for a subset); official train/test files; "
+        "6 clients, 1 per domain (FedBN/FedPLVM); --download with SHA-256",
+        "Peng et al., ICCV 2019; checksums from TensorFlow Datasets",
     ),
 )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,8 @@ class Domain:
     y_train: torch.Tensor  # [N] int64
     x_test: np.ndarray  # [M, H, W, C] uint8
     y_test: torch.Tensor  # [M] int64
+    # what config.json records about how the domain was read (split, classes it lacks, ...)
+    facts: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_arrays(

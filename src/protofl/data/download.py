@@ -79,7 +79,12 @@ RESOURCES: dict[str, tuple[Resource, ...]] = {
 
 def md5_of(path: str | os.PathLike[str]) -> str:
     """Return the hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
+    return digest_of(path, "md5")
+
+
+def digest_of(path: str | os.PathLike[str], algorithm: str) -> str:
+    """Return the hex digest (``md5``, ``sha256``) of a file, read in chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with open(path, "rb") as stream:
         for chunk in iter(lambda: stream.read(_CHUNK_BYTES), b""):
             digest.update(chunk)
@@ -92,9 +97,15 @@ def _urlopen(url: str) -> Any:
 
 
 def fetch(
-    urls: Sequence[str], dest: str | os.PathLike[str], md5: str, *, opener: Opener = _urlopen
+    urls: Sequence[str],
+    dest: str | os.PathLike[str],
+    md5: str,
+    *,
+    opener: Opener = _urlopen,
+    algorithm: str = "md5",
 ) -> Path:
-    """Download ``dest`` from the first of ``urls`` that yields a file with the given MD5.
+    """Download ``dest`` from the first of ``urls`` that yields a file with the given MD5
+    (or, with ``algorithm="sha256"``, the given SHA-256: the parameter is the hex digest).
 
     An existing ``dest`` with the right MD5 is kept. A network failure or a checksum mismatch
     moves on to the next mirror; when none works, :class:`DataError` lists every failure. The
@@ -104,14 +115,14 @@ def fetch(
     if not urls:
         raise ConfigError(f"fetch: no URL given for {dest}. Fix: pass at least one URL.")
     if dest.is_file():
-        if md5_of(dest) == md5:
+        if digest_of(dest, algorithm) == md5:
             logger.info("%s already present, checksum verified", dest)
             return dest
         logger.warning("%s has the wrong checksum; downloading it again", dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     failures: list[str] = []
     for url in urls:
-        failure = _fetch_one(url, dest, md5, opener)
+        failure = _fetch_one(url, dest, md5, opener, algorithm)
         if failure is None:
             return dest
         logger.warning("download of %s failed: %s", url, failure)
@@ -120,11 +131,11 @@ def fetch(
         f"could not download {dest.name} to {dest.parent}:\n  "
         + "\n  ".join(failures)
         + f"\nFix: check the network, or download the file yourself to {dest} "
-        f"(expected MD5 {md5})."
+        f"(expected {algorithm.upper()} {md5})."
     )
 
 
-def _fetch_one(url: str, dest: Path, md5: str, opener: Opener) -> str | None:
+def _fetch_one(url: str, dest: Path, md5: str, opener: Opener, algorithm: str) -> str | None:
     """Download one URL to ``dest`` via a temporary file; return why it failed, or None."""
     logger.info("downloading %s to %s", url, dest)
     handle, temp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
@@ -132,11 +143,12 @@ def _fetch_one(url: str, dest: Path, md5: str, opener: Opener) -> str | None:
     try:
         with os.fdopen(handle, "wb") as out:
             try:
-                got = _copy_with_md5(opener, url, out)
+                got = _copy_with_digest(opener, url, out, algorithm)
             except (OSError, http.client.HTTPException, ValueError) as err:
                 return f"{type(err).__name__}: {err}"
         if got != md5:
-            return f"checksum mismatch: expected MD5 {md5}, got {got}; the file was deleted"
+            name = algorithm.upper()
+            return f"checksum mismatch: expected {name} {md5}, got {got}; the file was deleted"
         os.replace(temp_path, dest)
         logger.info("saved %s (%d bytes)", dest, dest.stat().st_size)
         return None
@@ -145,8 +157,8 @@ def _fetch_one(url: str, dest: Path, md5: str, opener: Opener) -> str | None:
             temp_path.unlink()  # no-op after a successful rename
 
 
-def _copy_with_md5(opener: Opener, url: str, out: IO[bytes]) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
+def _copy_with_digest(opener: Opener, url: str, out: IO[bytes], algorithm: str) -> str:
+    digest = hashlib.new(algorithm, usedforsecurity=False)
     with opener(url) as response:
         for chunk in iter(lambda: response.read(_CHUNK_BYTES), b""):
             digest.update(chunk)

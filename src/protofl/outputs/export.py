@@ -84,13 +84,17 @@ def _facts(config: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     spec = BENCHMARKS.get(benchmark) if resolved.get("model") else None
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    # folder benchmarks learn their classes from the folders: config.json names them
+    names = resolved.get("classes")
+    num_classes = len(names) if names else (spec.num_classes if spec else None)
+    size = int(config.get("image_size", spec.image_size)) if spec else None
     return {
         "model": resolved.get("model"),
-        "arguments": {"num_classes": spec.num_classes if spec else None, "in_channels": 3},
-        "classes": list(range(spec.num_classes)) if spec else None,
+        "arguments": {"num_classes": num_classes, "in_channels": 3},
+        "classes": names or (list(range(num_classes)) if num_classes else None),
         "input": {
             "layout": "float [B, 3, H, W]",
-            "size": [spec.image_size, spec.image_size] if spec else None,
+            "size": [size, size] if size else None,
             "from_uint8": "x / 255, then (x - mean) / std per channel",
             "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD),

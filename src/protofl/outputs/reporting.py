@@ -142,6 +142,24 @@ def print_comparison(console: Console, report: dict[str, Any], out: Path) -> Non
     console.print(f"written: {out}/ (table.md, results.json, plots)")
 
 
+def print_leave_one_out(console: Console, written: dict[str, Any], out: Path) -> None:
+    """The leave-one-domain-out table: rows methods, columns held-out domain and mean."""
+    lodo = written["leave_one_domain_out"]
+    columns = [*lodo["held_out"], "mean"]
+    benchmark = written["meta"]["benchmark"]
+    table = Table(title=f"{benchmark}, leave one domain out: accuracy (%) on the held-out domain")
+    table.add_column("algorithm")
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("seeds")
+    for algorithm, row in lodo["rows"].items():
+        cells = [mean_std_text(row[c]) for c in columns]
+        table.add_row(algorithm, *cells, ",".join(map(str, row["seeds"])))
+    console.print(table)
+    console.print(lodo["note"], highlight=False)
+    console.print(f"written: {out}/ (table.md, results.json; holdout-<domain>/ per domain)")
+
+
 def print_listing(console: Console) -> None:
     from protofl.algorithms import ALGORITHMS
     from protofl.data.benchmarks import BENCHMARKS
@@ -155,7 +173,9 @@ def print_listing(console: Console) -> None:
         table.add_row("algorithm", name, ALGORITHMS.get(name).summary)
     for name in BENCHMARKS:
         spec = BENCHMARKS.get(name)
-        table.add_row("benchmark", name, f"{spec.summary}; domains {', '.join(spec.domains)}")
+        domains = f"; domains {', '.join(spec.domains)}" if spec.domains else ""
+        source = f"; source: {spec.source}" if spec.source else ""
+        table.add_row("benchmark", name, f"{spec.summary}{domains}{source}")
     for name in MODELS:
         table.add_row("model", name, MODEL_SUMMARIES.get(name, ""))
     for name in list_presets():
