@@ -1,0 +1,272 @@
+"""Attacks x defences x algorithms under domain shift: clean accuracy, accuracy under attack,
+the backdoor's success rate, and what each defence costs every domain without an attack.
+
+    python benchmarks/robustness_grid.py --out benchmarks/results/robustness_embedded \
+        --algorithms fedavg,fpl --attacks none,label-flip,alie --defences mean,median,krum \
+        --seeds 0 --jobs 2 -- --rounds 10 --local-epochs 1 --set threads=1
+
+Each cell is an ordinary `protofl run` (one process; everything after `--` goes to each),
+kept under `<out>/runs/<algorithm>-<attack>-<defence>-seed<S>/`: a finished run is not run
+again and an interrupted one resumes, so the same command continues a grid. Combinations
+that do not exist (prototype poisoning or the prototype defence for an algorithm that sends
+no prototypes) are left out and listed. Writes `<out>/robustness.json` and `<out>/table.md`
+(mean ± std over seeds of the last-5-round AVG, the accuracy on the honest clients' domains
+is not separated from the liars': every domain's test split is scored) and, with matplotlib,
+`<out>/robustness.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protofl.outputs.compare import describe_machine
+
+# Each defence as the settings that switch it on (the aggregation rules of
+# protofl.federation.aggregation, and the prototype rule for the algorithms that send them).
+DEFENCES: dict[str, tuple[str, ...]] = {
+    "mean": (),
+    "median": ("aggregation=median",),
+    "trimmed-mean": ("aggregation=trimmed-mean",),
+    "krum": ("aggregation=krum",),
+    "multi-krum": ("aggregation=multi-krum",),
+    "geometric-median": ("aggregation=geometric-median",),
+    "bulyan": ("aggregation=bulyan",),
+    "norm-clip": ("aggregation=norm-clip",),
+    "fltrust": ("aggregation=fltrust",),
+    "prototype-median": ("prototype_aggregation=median",),
+}
+PROTOTYPE_ONLY_ATTACKS = {"prototype-poison"}
+PROTOTYPE_ONLY_DEFENCES = {"prototype-median"}
+NO_PROTOTYPES = {"fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedbn", "fedheal"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    algorithm: str
+    attack: str
+    defence: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.algorithm}-{self.attack}-{self.defence}-seed{self.seed}"
+
+
+def exists(cell: Cell) -> bool:
+    sends_prototypes = cell.algorithm not in NO_PROTOTYPES
+    needs_prototypes = cell.attack in PROTOTYPE_ONLY_ATTACKS or cell.defence in (
+        PROTOTYPE_ONLY_DEFENCES
+    )
+    return sends_prototypes or not needs_prototypes
+
+
+def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str]) -> list[str]:
+    if (folder / "checkpoint.pt").is_file() and not (folder / "summary.json").is_file():
+        return [sys.executable, "-m", "protofl", "run", "--resume", str(folder), "-q"]
+    settings = list(DEFENCES[cell.defence])
+    if cell.attack != "none":
+        settings += [f"attack={cell.attack}", f"malicious_fraction={fraction}"]
+    sets = [part for setting in settings for part in ("--set", setting)]
+    return [
+        sys.executable, "-m", "protofl", "run", "--algorithm", cell.algorithm,
+        "--seed", str(cell.seed), "--out", str(folder), "-q", "--overwrite", *sets,
+        *passthrough,
+    ]  # fmt: skip
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "summary.json").is_file()
+
+
+def run_cell(cell: Cell, out: Path, fraction: float, passthrough: Sequence[str]) -> str:
+    folder = out / "runs" / cell.name
+    if finished(folder):
+        return "kept"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    log = out / "logs" / f"{cell.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as stream:
+        done = subprocess.run(command(cell, folder, fraction, passthrough), stdout=stream,
+                              stderr=subprocess.STDOUT)  # fmt: skip
+    return "finished" if done.returncode == 0 and finished(folder) else f"failed ({log})"
+
+
+def last_rounds(folder: Path, key: str, window: int = 5) -> float | None:
+    """Mean of ``key`` over the last ``window`` rounds of metrics.jsonl (None if absent)."""
+    lines = (folder / "metrics.jsonl").read_text().splitlines()
+    values = [json.loads(line).get(key) for line in lines if line.strip()][-window:]
+    values = [v for v in values if v is not None]
+    return 100 * statistics.fmean(values) if values else None
+
+
+def summarise(cells: list[Cell], out: Path) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str, str], list[Path]] = {}
+    for cell in cells:
+        folder = out / "runs" / cell.name
+        if finished(folder):
+            groups.setdefault((cell.algorithm, cell.attack, cell.defence), []).append(folder)
+    rows = []
+    for (algorithm, attack, defence), folders in groups.items():
+        summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
+        avg = [100 * s["last_5_rounds"]["mean_accuracy"] for s in summaries]
+        domains = summaries[0]["last_5_rounds"]["per_domain_accuracy"]
+        per_domain = {
+            d: [100 * s["last_5_rounds"]["per_domain_accuracy"][d] for s in summaries]
+            for d in domains
+        }
+        success = [last_rounds(f, "attack_success_rate") for f in folders]
+        rows.append({
+            "algorithm": algorithm, "attack": attack, "defence": defence,
+            "seeds": [json.loads((f / "config.json").read_text())["seed"] for f in folders],
+            "avg": mean_std(avg), "per_domain": {d: mean_std(v) for d, v in per_domain.items()},
+            "attack_success_rate": mean_std([s for s in success if s is not None]),
+        })  # fmt: skip
+    return rows
+
+
+def mean_std(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": spread, "n": len(values)}
+
+
+def text(value: dict[str, float] | None) -> str:
+    if value is None:
+        return "-"
+    if value["n"] < 2:
+        return f"{value['mean']:.2f}"
+    return f"{value['mean']:.2f} ± {value['std']:.2f}"
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        f"AVG (%) over the last 5 rounds, mean ± std over seeds; malicious fraction "
+        f"{meta['malicious_fraction']}. Command: `{meta['command']}`. Machine: {meta['machine']}.",
+        "",
+    ]
+    for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
+        mine = [r for r in rows if r["algorithm"] == algorithm]
+        defences = list(dict.fromkeys(r["defence"] for r in mine))
+        attacks = list(dict.fromkeys(r["attack"] for r in mine))
+        lines += [f"## {algorithm}", "", "| attack | " + " | ".join(defences) + " |",
+                  "|---|" + "---|" * len(defences)]  # fmt: skip
+        found = {(r["attack"], r["defence"]): r for r in mine}
+        for attack in attacks:
+            cells = []
+            for defence in defences:
+                row = found.get((attack, defence))
+                cell = text(row["avg"]) if row else "-"
+                if row and row["attack_success_rate"]:
+                    cell += f" (ASR {text(row['attack_success_rate'])})"
+                cells.append(cell)
+            lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+        clean = [r for r in mine if r["attack"] == "none"]
+        if clean:
+            domains = list(clean[0]["per_domain"])
+            lines += ["", "Without attack, per domain (what each defence costs each domain):",
+                      "", "| defence | " + " | ".join(domains) + " | AVG |",
+                      "|---|" + "---|" * (len(domains) + 1)]  # fmt: skip
+            for row in clean:
+                cells = [text(row["per_domain"][d]) for d in domains]
+                lines.append(
+                    f"| {row['defence']} | " + " | ".join(cells) + f" | {text(row['avg'])} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def picture(rows: list[dict[str, Any]], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    algorithms = list(dict.fromkeys(r["algorithm"] for r in rows))
+    figure, axes = plt.subplots(1, len(algorithms), figsize=(5.5 * len(algorithms), 4.5),
+                                squeeze=False)  # fmt: skip
+    for axis, algorithm in zip(axes[0], algorithms, strict=True):
+        mine = [r for r in rows if r["algorithm"] == algorithm]
+        attacks = list(dict.fromkeys(r["attack"] for r in mine))
+        defences = list(dict.fromkeys(r["defence"] for r in mine))
+        grid = [[float("nan")] * len(defences) for _ in attacks]
+        for r in mine:
+            grid[attacks.index(r["attack"])][defences.index(r["defence"])] = r["avg"]["mean"]
+        image = axis.imshow(grid, cmap="viridis", vmin=0, vmax=100)
+        axis.set_xticks(range(len(defences)), defences, rotation=45, ha="right")
+        axis.set_yticks(range(len(attacks)), attacks)
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                if value == value:  # not NaN
+                    axis.text(j, i, f"{value:.0f}", ha="center", va="center", color="white")
+        axis.set_title(f"{algorithm}: AVG (%)")
+    figure.colorbar(image, ax=axes[0].tolist(), shrink=0.8)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--algorithms", default="fedavg,fpl,fpl-fedheal")
+    parser.add_argument("--attacks", default="none,label-flip,alie,noise,prototype-poison,backdoor")
+    parser.add_argument(
+        "--defences", default="mean,median,trimmed-mean,krum,geometric-median,prototype-median"
+    )
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--malicious-fraction", type=float, default=0.2)
+    parser.add_argument("--jobs", type=int, default=1)
+    args = parser.parse_args(own)
+    unknown = sorted(set(args.defences.split(",")) - set(DEFENCES))
+    if unknown:
+        parser.error(f"unknown defences {unknown}; known: {', '.join(DEFENCES)}")
+    every = [
+        Cell(a, attack, d, int(s))
+        for a in args.algorithms.split(",")
+        for attack in args.attacks.split(",")
+        for d in args.defences.split(",")
+        for s in args.seeds.split(",")
+    ]
+    cells = [c for c in every if exists(c)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        outcomes = list(pool.map(
+            lambda c: run_cell(c, args.out, args.malicious_fraction, passthrough), cells
+        ))  # fmt: skip
+    for cell, outcome in zip(cells, outcomes, strict=True):
+        print(f"{cell.name}: {outcome}")
+    meta = {
+        "command": "python benchmarks/robustness_grid.py " + " ".join(argv),
+        "machine": describe_machine(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "malicious_fraction": args.malicious_fraction,
+        "wall_seconds": time.perf_counter() - started,
+        "left_out": [c.name for c in every if not exists(c)],
+        "failed": [c.name for c, o in zip(cells, outcomes, strict=True) if o.startswith("failed")],
+    }
+    rows = summarise(cells, args.out)
+    (args.out / "robustness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    table = markdown(rows, meta)
+    (args.out / "table.md").write_text(table)
+    picture(rows, args.out / "robustness.png")
+    print(table)
+    return 1 if meta["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
