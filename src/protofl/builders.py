@@ -24,7 +24,7 @@ from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
-from protofl.engine.attacks import Attack, draw_malicious
+from protofl.engine.attacks import Attack, attack_facts, draw_malicious
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
@@ -248,7 +248,11 @@ def build_simulation(
             ids, config.malicious_fraction, config.malicious_clients, config.seed
         )
         simulation.attack = Attack(config.attack, liars, config.attack_strength)
-        resolved = {**resolved, "malicious_clients": sorted(liars)}  # the server is not told
+        resolved = {  # the server is not told
+            **resolved,
+            "malicious_clients": sorted(liars),
+            **attack_facts(simulation.attack, len(ids), config.clients_per_round),
+        }
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {

@@ -78,9 +78,12 @@ def test_attack_settings_are_checked() -> None:
         RunConfig(attack="noise")
     with pytest.raises(ConfigError, match="malicious clients are set but no attack"):
         RunConfig(malicious_fraction=0.2)
+    with pytest.raises(ConfigError, match="attack_strength must be > 0"):
+        RunConfig(attack="alie", malicious_fraction=0.2, attack_strength=-1.0)
+    assert RunConfig(attack="alie", malicious_fraction=0.2).attack_strength is None
 
 
-@pytest.mark.parametrize("attack", ["label-flip", "sign-flip", "noise"])
+@pytest.mark.parametrize("attack", ["label-flip", "sign-flip", "noise", "alie"])
 def test_a_run_with_an_attack_records_who_lied(attack: str, tmp_path: Path) -> None:
     clients, tests = tiny_clients(per_client=24)
     out = str(tmp_path / "run")
@@ -91,6 +94,8 @@ def test_a_run_with_an_attack_records_who_lied(attack: str, tmp_path: Path) -> N
     assert len(liars) == 1 and liars[0] in result.history[0].clients
     stored = json.loads((tmp_path / "run" / "config.json").read_text())
     assert stored["resolved"]["malicious_clients"] == liars
+    if attack == "alie":  # one liar among 4: the paper's z is 0, the honest mean
+        assert stored["resolved"]["alie_z"] == 0.0
     honest = RunConfig(**{**config.to_dict(), "attack": "", "malicious_fraction": 0.0, "out": None})
     clean = train_federated(clients, tests, TinyNet, honest)
     assert clean.history[-1].train != result.history[-1].train  # the lie changed the run

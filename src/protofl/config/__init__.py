@@ -78,12 +78,14 @@ class RunConfig:
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
     # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
     assumed_malicious: float = 0.2
-    # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
+    # robustness experiments (protofl.engine.attacks, docs/attacks.md): ATTACK_NAMES, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
     malicious_fraction: float = 0.0
     malicious_clients: tuple[str, ...] = ()
-    attack_strength: float = 1.0  # sign-flip's scale, noise's std
+    # None: each attack's default. sign-flip's scale and noise's std (1); alie's z (the
+    # paper's z_max from the number of clients and liars)
+    attack_strength: float | None = None
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
@@ -177,7 +179,7 @@ def _check_aggregation(config: RunConfig) -> None:
         )
 
 
-ATTACK_NAMES = ("label-flip", "sign-flip", "noise")  # protofl.engine.attacks.ATTACKS
+ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie")  # protofl.engine.attacks.ATTACKS
 
 
 def _check_attack(config: RunConfig) -> None:
@@ -187,8 +189,9 @@ def _check_attack(config: RunConfig) -> None:
         raise ConfigError(
             f"malicious_fraction must lie in [0, 1); got {config.malicious_fraction}."
         )
-    if not (math.isfinite(config.attack_strength) and config.attack_strength > 0):
-        raise ConfigError(f"attack_strength must be > 0; got {config.attack_strength}.")
+    strength = config.attack_strength
+    if strength is not None and not (math.isfinite(strength) and strength > 0):
+        raise ConfigError(f"attack_strength must be > 0 (or unset: the default); got {strength}.")
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
     if config.attack and not someone:
         raise ConfigError(

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -25,6 +25,7 @@ from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.engine.round_attacks import ROUND_ATTACKS, crafted_round
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
@@ -179,29 +180,38 @@ class Simulation:
     ) -> tuple[list[ClientUpdate], dict[str, str]]:
         """Train every client, screen each update and hand it to the algorithm's aggregation
         as it arrives; set the new state. Returns the kept updates without their weights (for
-        the round's record) and ``{client: why}`` for what was refused."""
+        the round's record) and ``{client: why}`` for what was refused. An attack that reads
+        the round's honest updates (alie) holds every update of the round first."""
         aggregation = self.algorithm.start_aggregation(self.state)
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
-        clients = self.federation.clients
-        for index in sample_clients(len(clients), self.clients_per_round, self.seed, message.round):
-            client = clients[index]
-            update = self._train_client(index, client, message)
+        updates: Iterable[ClientUpdate] = self._trained(message, observer)
+        if self.attack.name in ROUND_ATTACKS:
+            updates = crafted_round(
+                list(updates), self.attack.malicious, self.attack.name, self.attack.strength
+            )
+        for update in updates:
             screened, reason = screen_update(
                 update, self.state.weights, self.federation.num_classes, self._feature_dim
             )
             if reason is not None:
-                rejected[client.client_id] = reason
+                rejected[update.client_id] = reason
             if screened is not None:
                 aggregation.add(screened)
                 kept.append(dataclasses.replace(screened, weights={}))
-            if observer is not None:
-                observer.client_finished(message.round, client.client_id)
         report(rejected, len(kept), message.round)
         self.state = aggregation.result()
         # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
         self._server_step = getattr(aggregation, "report", None)
         return kept, rejected
+
+    def _trained(self, message: ServerMessage, observer: Observer | None) -> Iterator[ClientUpdate]:
+        """The round's updates, one client trained at a time (lazily: the clean loop streams)."""
+        clients = self.federation.clients
+        for index in sample_clients(len(clients), self.clients_per_round, self.seed, message.round):
+            yield self._train_client(index, clients[index], message)
+            if observer is not None:
+                observer.client_finished(message.round, clients[index].client_id)
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
