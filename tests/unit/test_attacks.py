@@ -68,10 +68,13 @@ def test_label_flip_maps_y_to_c_minus_1_minus_y_without_touching_the_others() ->
 
 
 def test_attack_settings_are_checked() -> None:
-    from protofl.config import ATTACK_NAMES
+    from protofl.config import ATTACK_NAMES, config_from_dict, parse_assignments
     from protofl.engine.attacks import ATTACKS
 
     assert set(ATTACKS) == set(ATTACK_NAMES)  # config checks names without importing torch
+    for name in ATTACK_NAMES:  # as --set attack=NAME reads them
+        assignments = parse_assignments([f"attack={name}", "malicious_fraction=0.25"])
+        assert config_from_dict(assignments).attack == name
     with pytest.raises(ConfigError, match="attack"):
         RunConfig(attack="sign-flop", malicious_fraction=0.2)
     with pytest.raises(ConfigError, match="needs malicious_fraction > 0 or malicious_clients"):
@@ -81,9 +84,14 @@ def test_attack_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="attack_strength must be > 0"):
         RunConfig(attack="alie", malicious_fraction=0.2, attack_strength=-1.0)
     assert RunConfig(attack="alie", malicious_fraction=0.2).attack_strength is None
+    for name in ("min-max", "min-sum", "label-flip"):
+        with pytest.raises(ConfigError, match=f"attack='{name}' takes no attack_strength"):
+            RunConfig(attack=name, malicious_fraction=0.2, attack_strength=2.0)
 
 
-@pytest.mark.parametrize("attack", ["label-flip", "sign-flip", "noise", "alie"])
+@pytest.mark.parametrize(
+    "attack", ["label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum"]
+)
 def test_a_run_with_an_attack_records_who_lied(attack: str, tmp_path: Path) -> None:
     clients, tests = tiny_clients(per_client=24)
     out = str(tmp_path / "run")

@@ -84,7 +84,7 @@ class RunConfig:
     malicious_fraction: float = 0.0
     malicious_clients: tuple[str, ...] = ()
     # None: each attack's default. sign-flip's scale and noise's std (1); alie's z (the
-    # paper's z_max from the number of clients and liars)
+    # paper's z_max from the number of clients and liars); not for NO_STRENGTH
     attack_strength: float | None = None
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
@@ -179,7 +179,9 @@ def _check_aggregation(config: RunConfig) -> None:
         )
 
 
-ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie")  # protofl.engine.attacks.ATTACKS
+# protofl.engine.attacks.ATTACKS; a test holds them equal
+ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum")
+NO_STRENGTH = ("label-flip", "min-max", "min-sum")  # attacks that have no attack_strength
 
 
 def _check_attack(config: RunConfig) -> None:
@@ -192,6 +194,11 @@ def _check_attack(config: RunConfig) -> None:
     strength = config.attack_strength
     if strength is not None and not (math.isfinite(strength) and strength > 0):
         raise ConfigError(f"attack_strength must be > 0 (or unset: the default); got {strength}.")
+    if strength is not None and config.attack in NO_STRENGTH:
+        raise ConfigError(
+            f"attack={config.attack!r} takes no attack_strength (min-max and min-sum search "
+            "their own scale; label-flip flips); unset it, or see docs/attacks.md."
+        )
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
     if config.attack and not someone:
         raise ConfigError(

@@ -8,7 +8,8 @@ picks the liars; the run records them in ``config.json``, the server is not told
 - ``sign-flip``: it sends ``g - s (w - g)`` instead of its trained weights ``w`` (``g`` the
   global weights it received, ``s`` the ``attack_strength``): its update reversed and scaled;
 - ``noise``: it sends ``g + N(0, s^2)`` per coordinate, a random-noise model;
-- ``alie``: crafted from the round's honest updates (:mod:`protofl.engine.round_attacks`).
+- ``alie``, ``min-max``, ``min-sum``: crafted from the round's honest updates
+  (:mod:`protofl.engine.round_attacks`).
 
 ``s`` defaults to 1 when ``attack_strength`` is not set.
 
@@ -36,7 +37,7 @@ from protofl.federation.participation import participants
 logger = logging.getLogger(__name__)
 
 # config.ATTACK_NAMES; a test holds them equal
-ATTACKS = ("label-flip", "sign-flip", "noise", "alie")
+ATTACKS = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum")
 POISONING = ("sign-flip", "noise")  # the attacks that change the update sent
 
 

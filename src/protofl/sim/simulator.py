@@ -181,7 +181,7 @@ class Simulation:
         """Train every client, screen each update and hand it to the algorithm's aggregation
         as it arrives; set the new state. Returns the kept updates without their weights (for
         the round's record) and ``{client: why}`` for what was refused. An attack that reads
-        the round's honest updates (alie) holds every update of the round first."""
+        the round's honest updates (ROUND_ATTACKS) holds every update of the round first."""
         aggregation = self.algorithm.start_aggregation(self.state)
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
