@@ -25,6 +25,7 @@ from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
 from protofl.engine.attacks import Attack, attack_facts, draw_malicious
+from protofl.engine.backdoor import check_backdoor
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
@@ -247,7 +248,15 @@ def build_simulation(
         liars = draw_malicious(
             ids, config.malicious_fraction, config.malicious_clients, config.seed
         )
-        simulation.attack = Attack(config.attack, liars, config.attack_strength)
+        if config.attack == "backdoor":
+            check_backdoor(first.source.inputs, config.backdoor_target, federation.num_classes)
+        simulation.attack = Attack(
+            config.attack,
+            liars,
+            config.attack_strength,
+            config.backdoor_target,
+            config.backdoor_fraction,
+        )
         resolved = {  # the server is not told
             **resolved,
             "malicious_clients": sorted(liars),

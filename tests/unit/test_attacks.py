@@ -90,7 +90,7 @@ def test_attack_settings_are_checked() -> None:
 
 
 @pytest.mark.parametrize(
-    "attack", ["label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum"]
+    "attack", ["label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum", "backdoor"]
 )
 def test_a_run_with_an_attack_records_who_lied(attack: str, tmp_path: Path) -> None:
     clients, tests = tiny_clients(per_client=24)

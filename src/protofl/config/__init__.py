@@ -86,6 +86,9 @@ class RunConfig:
     # None: each attack's default. sign-flip's scale and noise's std (1); alie's z (the
     # paper's z_max from the number of clients and liars); not for NO_STRENGTH
     attack_strength: float | None = None
+    # backdoor: the class the trigger should give, and each liar's share of poisoned samples
+    backdoor_target: int = 0
+    backdoor_fraction: float = 0.3
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
@@ -180,8 +183,8 @@ def _check_aggregation(config: RunConfig) -> None:
 
 
 # protofl.engine.attacks.ATTACKS; a test holds them equal
-ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum")
-NO_STRENGTH = ("label-flip", "min-max", "min-sum")  # attacks that have no attack_strength
+ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum", "backdoor")
+NO_STRENGTH = ("label-flip", "min-max", "min-sum", "backdoor")  # have no attack_strength
 
 
 def _check_attack(config: RunConfig) -> None:
@@ -197,8 +200,10 @@ def _check_attack(config: RunConfig) -> None:
     if strength is not None and config.attack in NO_STRENGTH:
         raise ConfigError(
             f"attack={config.attack!r} takes no attack_strength (min-max and min-sum search "
-            "their own scale; label-flip flips); unset it, or see docs/attacks.md."
+            "their own scale; label-flip flips; backdoor has backdoor_fraction); unset it, or "
+            "see docs/attacks.md."
         )
+    _check_backdoor(config)
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
     if config.attack and not someone:
         raise ConfigError(
@@ -207,6 +212,23 @@ def _check_attack(config: RunConfig) -> None:
     if someone and not config.attack:
         raise ConfigError(
             f"malicious clients are set but no attack; choose one of {', '.join(ATTACK_NAMES)}."
+        )
+
+
+def _check_backdoor(config: RunConfig) -> None:
+    """The backdoor's options; the target's upper bound is checked once the data is known."""
+    if not (math.isfinite(config.backdoor_fraction) and 0 < config.backdoor_fraction <= 1):
+        raise ConfigError(
+            f"backdoor_fraction must lie in (0, 1] (each liar's share of poisoned samples); "
+            f"got {config.backdoor_fraction}."
+        )
+    if config.backdoor_target < 0:
+        raise ConfigError(f"backdoor_target must be a class >= 0; got {config.backdoor_target}.")
+    changed = (config.backdoor_target, config.backdoor_fraction) != (0, 0.3)
+    if changed and config.attack != "backdoor":
+        raise ConfigError(
+            "backdoor_target and backdoor_fraction are options of attack='backdoor'; got "
+            f"attack={config.attack!r}."
         )
 
 

@@ -9,7 +9,8 @@ picks the liars; the run records them in ``config.json``, the server is not told
   global weights it received, ``s`` the ``attack_strength``): its update reversed and scaled;
 - ``noise``: it sends ``g + N(0, s^2)`` per coordinate, a random-noise model;
 - ``alie``, ``min-max``, ``min-sum``: crafted from the round's honest updates
-  (:mod:`protofl.engine.round_attacks`).
+  (:mod:`protofl.engine.round_attacks`);
+- ``backdoor``: it trains on data with a pixel trigger (:mod:`protofl.engine.backdoor`).
 
 ``s`` defaults to 1 when ``attack_strength`` is not set.
 
@@ -37,7 +38,7 @@ from protofl.federation.participation import participants
 logger = logging.getLogger(__name__)
 
 # config.ATTACK_NAMES; a test holds them equal
-ATTACKS = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum")
+ATTACKS = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum", "backdoor")
 POISONING = ("sign-flip", "noise")  # the attacks that change the update sent
 
 
@@ -48,6 +49,8 @@ class Attack:
     name: str = ""
     malicious: frozenset[str] = frozenset()  # client ids
     strength: float | None = None  # None: each attack's default
+    backdoor_target: int = 0
+    backdoor_fraction: float = 0.3
 
     @property
     def scale(self) -> float:

@@ -20,9 +20,10 @@ from protofl.algorithms.base import Algorithm
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import Observer, RoundRecord
 from protofl.engine.attacks import NO_ATTACK, Attack, flipped_labels, poisoned
+from protofl.engine.backdoor import attack_success_rate, backdoored, triggered_test_sets
 from protofl.engine.client import copy_state, run_client_round
-from protofl.engine.data import ClientData, Federation
-from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
+from protofl.engine.data import ClientData, Federation, TestSet
+from protofl.engine.evaluate import evaluate, evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.engine.round_attacks import ROUND_ATTACKS, crafted_round
@@ -56,6 +57,8 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self._warned = False
+        self._poisoned: dict[str, ClientData] = {}  # attack=backdoor: the liars' data
+        self._triggered: tuple[TestSet, ...] | None = None  # and the triggered test images
         self._server_step: dict[str, dict[str, float]] | None = None
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
@@ -135,6 +138,7 @@ class Simulation:
             self.federation.holdout_sets,
         )
         record = self._with_personal_accuracy(record)
+        record = self._with_attack_success(record)
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
         self._warn_on_collapse()
@@ -172,6 +176,22 @@ class Simulation:
             record,
             personal_accuracy=personal,
             personal_mean_accuracy=mean_accuracy(personal),
+            eval_seconds=record.eval_seconds + time.perf_counter() - started,
+        )
+
+    def _with_attack_success(self, record: RoundRecord) -> RoundRecord:
+        """Add the backdoor's success on the triggered test images (attack=backdoor only)."""
+        if self.attack.name != "backdoor":
+            return record
+        if self._triggered is None:  # built once: the test splits do not change
+            self._triggered = triggered_test_sets(
+                self.federation.test_sets, self.attack.backdoor_target
+            )
+        started = time.perf_counter()
+        hits = evaluate(self.model, self._triggered, self.eval_batch_size, self.precision)
+        return dataclasses.replace(
+            record,
+            attack_success_rate=attack_success_rate(hits, self._triggered),
             eval_seconds=record.eval_seconds + time.perf_counter() - started,
         )
 
@@ -218,6 +238,12 @@ class Simulation:
         lies = self.attack.lies(client.client_id)
         if lies and self.attack.name == "label-flip":
             client = flipped_labels(client, self.federation.num_classes)
+        if lies and self.attack.name == "backdoor":
+            if client.client_id not in self._poisoned:  # the liar's own copy, made once
+                self._poisoned[client.client_id] = backdoored(
+                    client, self.attack.backdoor_target, self.attack.backdoor_fraction, self.seed
+                )
+            client = self._poisoned[client.client_id]
         update, new_state = run_client_round(
             self.algorithm,
             self._worker,
