@@ -24,7 +24,13 @@ from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.benchmarks import BENCHMARKS, BenchmarkSpec, LoadOptions
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
-from protofl.engine.attacks import Attack, attack_facts, draw_malicious
+from protofl.engine.attacks import (
+    Attack,
+    attack_facts,
+    check_prototype_poison,
+    draw_malicious,
+    sends_prototypes,
+)
 from protofl.engine.backdoor import check_backdoor
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
@@ -250,6 +256,9 @@ def build_simulation(
         )
         if config.attack == "backdoor":
             check_backdoor(first.source.inputs, config.backdoor_target, federation.num_classes)
+        if config.attack == "prototype-poison":
+            sends = sends_prototypes(algorithm, simulation.state, model, first, precision)
+            check_prototype_poison(sends, config.algorithm, federation.num_classes)
         simulation.attack = Attack(
             config.attack,
             liars,

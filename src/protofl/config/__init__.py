@@ -183,8 +183,18 @@ def _check_aggregation(config: RunConfig) -> None:
 
 
 # protofl.engine.attacks.ATTACKS; a test holds them equal
-ATTACK_NAMES = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum", "backdoor")
-NO_STRENGTH = ("label-flip", "min-max", "min-sum", "backdoor")  # have no attack_strength
+ATTACK_NAMES = (
+    "label-flip",
+    "sign-flip",
+    "noise",
+    "alie",
+    "min-max",
+    "min-sum",
+    "backdoor",
+    "prototype-poison",
+)
+# the attacks that have no attack_strength
+NO_STRENGTH = ("label-flip", "min-max", "min-sum", "backdoor", "prototype-poison")
 
 
 def _check_attack(config: RunConfig) -> None:
@@ -200,8 +210,8 @@ def _check_attack(config: RunConfig) -> None:
     if strength is not None and config.attack in NO_STRENGTH:
         raise ConfigError(
             f"attack={config.attack!r} takes no attack_strength (min-max and min-sum search "
-            "their own scale; label-flip flips; backdoor has backdoor_fraction); unset it, or "
-            "see docs/attacks.md."
+            "their own scale; label-flip and prototype-poison swap labels; backdoor has "
+            "backdoor_fraction); unset it, or see docs/attacks.md."
         )
     _check_backdoor(config)
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)

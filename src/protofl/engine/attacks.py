@@ -10,7 +10,12 @@ picks the liars; the run records them in ``config.json``, the server is not told
 - ``noise``: it sends ``g + N(0, s^2)`` per coordinate, a random-noise model;
 - ``alie``, ``min-max``, ``min-sum``: crafted from the round's honest updates
   (:mod:`protofl.engine.round_attacks`);
-- ``backdoor``: it trains on data with a pixel trigger (:mod:`protofl.engine.backdoor`).
+- ``backdoor``: it trains on data with a pixel trigger (:mod:`protofl.engine.backdoor`);
+- ``prototype-poison``: it trains and sends its weights honestly, but uploads each of its
+  class prototypes under the next class's label, ``(v, y) -> (v, (y + 1) mod C)``: every
+  vector is a real prototype of its norm and support, so norm and shape checks pass, while
+  FPL's clusters and unbiased prototype of class ``y + 1`` take in a prototype of class
+  ``y``. Only for the algorithms whose clients upload prototypes (:func:`sends_prototypes`).
 
 ``s`` defaults to 1 when ``attack_strength`` is not set.
 
@@ -20,6 +25,7 @@ are sent as trained, so a lie never breaks the payload checks by construction.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -27,10 +33,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
-from protofl.core.payloads import ClientUpdate, StateDict
+from protofl.algorithms import Algorithm
+from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, StateDict
 from protofl.core.seeding import derive_seed, torch_generator
+from protofl.engine.client import run_client_round
 from protofl.engine.data import ClientData, TensorSet
+from protofl.engine.local import LocalSettings
+from protofl.engine.precision import FP32, Precision
 from protofl.engine.round_attacks import alie_z
 from protofl.errors import ConfigError
 from protofl.federation.participation import participants
@@ -38,7 +49,16 @@ from protofl.federation.participation import participants
 logger = logging.getLogger(__name__)
 
 # config.ATTACK_NAMES; a test holds them equal
-ATTACKS = ("label-flip", "sign-flip", "noise", "alie", "min-max", "min-sum", "backdoor")
+ATTACKS = (
+    "label-flip",
+    "sign-flip",
+    "noise",
+    "alie",
+    "min-max",
+    "min-sum",
+    "backdoor",
+    "prototype-poison",
+)
 POISONING = ("sign-flip", "noise")  # the attacks that change the update sent
 
 
@@ -109,10 +129,63 @@ def flipped_labels(client: ClientData, num_classes: int) -> ClientData:
     return dataclasses.replace(client, source=source)
 
 
+def shifted_prototypes(prototypes: Prototypes, num_classes: int) -> Prototypes:
+    """Each prototype under the next class's label, ``(y + 1) mod C``; vectors, support and
+    domain tags as they were."""
+    labels = (prototypes.labels + 1) % num_classes
+    return Prototypes(prototypes.vectors, labels, prototypes.support, prototypes.domains)
+
+
+def sends_prototypes(
+    algorithm: Algorithm,
+    state: GlobalState,
+    model: nn.Module,
+    client: ClientData,
+    precision: Precision = FP32,
+) -> bool:
+    """Whether ``algorithm``'s clients upload prototypes, asked the only sure way: one client
+    round on 4 of ``client``'s samples, on a copy of ``model`` (FedPLVM, for one, makes its
+    prototypes in its own ``finish``, so no flag of the hooks tells)."""
+    few = dataclasses.replace(client, indices=client.indices[:4])
+    update, _ = run_client_round(
+        algorithm,
+        copy.deepcopy(model),
+        few,
+        0,
+        algorithm.message(state),
+        {},
+        LocalSettings(epochs=1, batch_size=4, lr=0.01, momentum=0.0, weight_decay=0.0),
+        seed=0,
+        precision=precision,
+    )
+    return update.prototypes is not None
+
+
+def check_prototype_poison(sends: bool, algorithm: str, num_classes: int) -> None:
+    if not sends:
+        raise ConfigError(
+            f"attack='prototype-poison' needs an algorithm whose clients upload prototypes "
+            f"(fpl and its variants, fedproto, fedproc, fedplvm, feddap); {algorithm!r} sends "
+            "only weights. Choose another attack or algorithm."
+        )
+    if num_classes < 2:
+        raise ConfigError("attack='prototype-poison' needs at least 2 classes to swap.")
+
+
 def poisoned(
-    update: ClientUpdate, received: StateDict, attack: Attack, seed: int, index: int, round_: int
+    update: ClientUpdate,
+    received: StateDict,
+    attack: Attack,
+    seed: int,
+    index: int,
+    round_: int,
+    num_classes: int,
 ) -> ClientUpdate:
-    """The update a model-poisoning client sends instead of ``update`` (label-flip: as is)."""
+    """The update a poisoning client sends instead of ``update`` (label-flip: as is)."""
+    if attack.name == "prototype-poison" and update.prototypes is not None:
+        return dataclasses.replace(
+            update, prototypes=shifted_prototypes(update.prototypes, num_classes)
+        )
     if attack.name not in POISONING:
         return update
     generator = torch_generator(derive_seed(seed, "attack", index, round_), "cpu")

@@ -260,5 +260,13 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         if lies:
-            update = poisoned(update, message.weights, self.attack, self.seed, index, message.round)
+            update = poisoned(
+                update,
+                message.weights,
+                self.attack,
+                self.seed,
+                index,
+                message.round,
+                self.federation.num_classes,
+            )
         return update
