@@ -167,7 +167,9 @@ def refuse_simulator_only(config: RunConfig) -> None:
     if config.attack:
         raise ConfigError(
             "attack is supported by the simulator (protofl run, compare) but not on Flower "
-            "yet (a malicious node would take it from its node config)."
+            "yet (a malicious node would take it from its node config; alie, min-max and "
+            "min-sum need the other clients' updates, which no node sees); see "
+            "docs/attacks.md."
         )
     if config.holdout_domains:
         raise ConfigError(
