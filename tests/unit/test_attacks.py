@@ -176,5 +176,8 @@ def test_prototype_poison_is_refused_where_no_prototypes_are_sent() -> None:
 def test_flower_refuses_an_attack_and_says_why() -> None:
     from protofl.flower.settings import refuse_simulator_only
 
-    with pytest.raises(ConfigError, match=r"attack is supported by the simulator .* no node sees"):
+    with pytest.raises(
+        ConfigError,
+        match=r"attack is supported by the simulator .* node config instead .* no node sees",
+    ):
         refuse_simulator_only(RunConfig(attack="alie", malicious_fraction=0.25))
