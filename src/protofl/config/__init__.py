@@ -234,7 +234,8 @@ def _check_backdoor(config: RunConfig) -> None:
         )
     if config.backdoor_target < 0:
         raise ConfigError(f"backdoor_target must be a class >= 0; got {config.backdoor_target}.")
-    changed = (config.backdoor_target, config.backdoor_fraction) != (0, 0.3)
+    defaults = (RunConfig.backdoor_target, RunConfig.backdoor_fraction)
+    changed = (config.backdoor_target, config.backdoor_fraction) != defaults
     if changed and config.attack != "backdoor":
         raise ConfigError(
             "backdoor_target and backdoor_fraction are options of attack='backdoor'; got "
