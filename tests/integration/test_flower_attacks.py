@@ -5,6 +5,8 @@ the other clients' updates are refused on a node, with the reason."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +97,50 @@ def test_the_documented_node_config_lines_parse_into_attacks() -> None:
     line = "partition-id=3 attack='backdoor' backdoor-target=0 backdoor-fraction=0.3"
     attack = node_attack(parse_config_args([line]), "green-3")
     assert attack is not None and (attack.backdoor_target, attack.backdoor_fraction) == (0, 0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.flower_e2e
+def test_a_real_supernode_lies_from_its_node_config(tmp_path: Path) -> None:
+    """Separate SuperLink and SuperNode processes: node 1 is started with the attack in its
+    node config, the run config has none; the results are the simulator's with that liar."""
+    from test_flower_e2e import TINY, Deployment, finish, free_port, read_metrics, write_tiny_app
+
+    out = tmp_path / "results"
+    config = dataclasses.replace(TINY, out=str(out))
+    app = write_tiny_app(
+        tmp_path / "app", config, num_nodes=2, min_clients=2, node_timeout=60, round_timeout=120
+    )
+    deployment = Deployment(tmp_path / "flwr")
+    try:
+        deployment.start_superlink()
+        deployment.start_supernode(0)
+        link = f"127.0.0.1:{deployment.link_port}"
+        deployment.start("node1", "flower-supernode", "--insecure", "--superlink", link,
+                         "--port", str(free_port()), "--node-config",
+                         "partition-id=1 attack='sign-flip' attack-strength=2.0")  # fmt: skip
+        output = finish(deployment.run_app(app, timeout=240), 240, deployment)
+    finally:
+        deployment.stop()
+    assert (out / "metrics.jsonl").exists(), output[-3000:] + deployment.log("node1")[-3000:]
+    rounds = read_metrics(out)
+    assert [r["round"] for r in rounds] == [1, 2], output[-4000:]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["attack"] == "" and "malicious_clients" not in saved["resolved"]  # not told
+
+    from protofl.api import run
+
+    lying = dataclasses.replace(config, out=None, attack="sign-flip", attack_strength=2.0,
+                                malicious_clients=("synthetic-0",))  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        simulated = run(lying, write=False)
+        honest = run(dataclasses.replace(config, out=None), write=False)
+    finally:
+        torch.set_num_threads(threads)
+    for record, expected in zip(rounds, simulated.history, strict=True):
+        assert record["per_domain_accuracy"] == expected.per_domain_accuracy
+        assert record["train"] == pytest.approx(expected.train, rel=1e-6)
+    assert [r.per_domain_accuracy for r in honest.history] != [
+        r["per_domain_accuracy"] for r in rounds
+    ]  # the lie changed the run
