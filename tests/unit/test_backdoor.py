@@ -3,6 +3,7 @@ attack success rate on a hand-made case, and a run that scores it every round.""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -116,9 +117,10 @@ def test_a_backdoor_run_scores_its_success_every_round(
     monkeypatch.setattr(simulator, "backdoored", spy)
     clients, tests = tiny_clients(per_client=24)
     out = tmp_path / "run"
+    board = importlib.util.find_spec("tensorboard") is not None  # optional: also its scalar
     config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32", seed=2,
                        attack="backdoor", malicious_fraction=0.25, backdoor_fraction=0.5,
-                       out=str(out))  # fmt: skip
+                       out=str(out), tensorboard=board)  # fmt: skip
     result = train_federated(clients, tests, TinyNet, config, write=True)
     assert stamped == result.resolved["malicious_clients"]  # the liar alone, once
     rates = [r.attack_success_rate for r in result.history]
@@ -128,6 +130,13 @@ def test_a_backdoor_run_scores_its_success_every_round(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["attack_success_rate"] == rates[-1]
     assert summary["last_5_rounds"]["attack_success_rate"] == pytest.approx(sum(rates) / 2)
+    if board:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(next((out / "tensorboard").iterdir())))
+        events.Reload()
+        logged = [e.value for e in events.Scalars("attack/success_rate")]
+        assert logged == pytest.approx(rates)
     clean = RunConfig(**{**config.to_dict(), "attack": "", "malicious_fraction": 0.0,
                          "backdoor_fraction": 0.3, "out": None})  # fmt: skip
     assert train_federated(clients, tests, TinyNet, clean).history[-1].attack_success_rate is None
