@@ -25,7 +25,14 @@ from protofl.data.benchmarks import BenchmarkSpec, LoadOptions, resolve_benchmar
 from protofl.data.domain import Domain
 from protofl.data.federate import build_federation, build_holdout_sets
 from protofl.data.partition import check_allocation, draw_clients
-from protofl.engine.attacks import Attack, draw_malicious
+from protofl.engine.attacks import (
+    Attack,
+    attack_facts,
+    check_prototype_poison,
+    draw_malicious,
+    sends_prototypes,
+)
+from protofl.engine.backdoor import check_backdoor
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
@@ -284,8 +291,23 @@ def build_simulation(
         liars = draw_malicious(
             ids, config.malicious_fraction, config.malicious_clients, config.seed
         )
-        simulation.attack = Attack(config.attack, liars, config.attack_strength)
-        resolved = {**resolved, "malicious_clients": sorted(liars)}  # the server is not told
+        if config.attack == "backdoor":
+            check_backdoor(first.source.inputs, config.backdoor_target, federation.num_classes)
+        if config.attack == "prototype-poison":
+            sends = sends_prototypes(algorithm, simulation.state, model, first, precision)
+            check_prototype_poison(sends, config.algorithm, federation.num_classes)
+        simulation.attack = Attack(
+            config.attack,
+            liars,
+            config.attack_strength,
+            config.backdoor_target,
+            config.backdoor_fraction,
+        )
+        resolved = {  # the server is not told
+            **resolved,
+            "malicious_clients": sorted(liars),
+            **attack_facts(simulation.attack, len(ids), config.clients_per_round),
+        }
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {

@@ -82,12 +82,17 @@ class RunConfig:
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
     # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
     assumed_malicious: float = 0.2
-    # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
+    # robustness experiments (protofl.engine.attacks, docs/attacks.md): ATTACK_NAMES, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
     malicious_fraction: float = 0.0
     malicious_clients: tuple[str, ...] = ()
-    attack_strength: float = 1.0  # sign-flip's scale, noise's std
+    # None: each attack's default. sign-flip's scale and noise's std (1); alie's z (the
+    # paper's z_max from the number of clients and liars); not for NO_STRENGTH
+    attack_strength: float | None = None
+    # backdoor: the class the trigger should give, and each liar's share of poisoned samples
+    backdoor_target: int = 0
+    backdoor_fraction: float = 0.3
     algorithm_options: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
 
     def __post_init__(self) -> None:
@@ -181,7 +186,19 @@ def _check_aggregation(config: RunConfig) -> None:
         )
 
 
-ATTACK_NAMES = ("label-flip", "sign-flip", "noise")  # protofl.engine.attacks.ATTACKS
+# protofl.engine.attacks.ATTACKS; a test holds them equal
+ATTACK_NAMES = (
+    "label-flip",
+    "sign-flip",
+    "noise",
+    "alie",
+    "min-max",
+    "min-sum",
+    "backdoor",
+    "prototype-poison",
+)
+# the attacks that have no attack_strength
+NO_STRENGTH = ("label-flip", "min-max", "min-sum", "backdoor", "prototype-poison")
 
 
 def _check_attack(config: RunConfig) -> None:
@@ -191,8 +208,16 @@ def _check_attack(config: RunConfig) -> None:
         raise ConfigError(
             f"malicious_fraction must lie in [0, 1); got {config.malicious_fraction}."
         )
-    if not (math.isfinite(config.attack_strength) and config.attack_strength > 0):
-        raise ConfigError(f"attack_strength must be > 0; got {config.attack_strength}.")
+    strength = config.attack_strength
+    if strength is not None and not (math.isfinite(strength) and strength > 0):
+        raise ConfigError(f"attack_strength must be > 0 (or unset: the default); got {strength}.")
+    if strength is not None and config.attack in NO_STRENGTH:
+        raise ConfigError(
+            f"attack={config.attack!r} takes no attack_strength (min-max and min-sum search "
+            "their own scale; label-flip and prototype-poison swap labels; backdoor has "
+            "backdoor_fraction); unset it, or see docs/attacks.md."
+        )
+    _check_backdoor(config)
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
     if config.attack and not someone:
         raise ConfigError(
@@ -201,6 +226,24 @@ def _check_attack(config: RunConfig) -> None:
     if someone and not config.attack:
         raise ConfigError(
             f"malicious clients are set but no attack; choose one of {', '.join(ATTACK_NAMES)}."
+        )
+
+
+def _check_backdoor(config: RunConfig) -> None:
+    """The backdoor's options; the target's upper bound is checked once the data is known."""
+    if not (math.isfinite(config.backdoor_fraction) and 0 < config.backdoor_fraction <= 1):
+        raise ConfigError(
+            f"backdoor_fraction must lie in (0, 1] (each liar's share of poisoned samples); "
+            f"got {config.backdoor_fraction}."
+        )
+    if config.backdoor_target < 0:
+        raise ConfigError(f"backdoor_target must be a class >= 0; got {config.backdoor_target}.")
+    defaults = (RunConfig.backdoor_target, RunConfig.backdoor_fraction)
+    changed = (config.backdoor_target, config.backdoor_fraction) != defaults
+    if changed and config.attack != "backdoor":
+        raise ConfigError(
+            "backdoor_target and backdoor_fraction are options of attack='backdoor'; got "
+            f"attack={config.attack!r}."
         )
 
 

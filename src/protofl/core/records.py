@@ -46,6 +46,9 @@ class RoundRecord:
     # with holdout_domains: the global model on all of each held-out (unseen) domain's data
     holdout_accuracy: dict[str, float] | None = None
     holdout_mean_accuracy: float | None = None
+    # attack=backdoor: the share of triggered test images of the other classes that the
+    # global model assigns to the target, pooled over domains; None without a backdoor
+    attack_success_rate: float | None = None
 
 
 class Observer(Protocol):

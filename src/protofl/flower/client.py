@@ -43,6 +43,7 @@ from protofl.builders import (
 )
 from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
+from protofl.engine.attacks import Attack
 from protofl.engine.client import NO_PRIVACY, run_client_round
 from protofl.engine.data import ClientData
 from protofl.engine.local import LocalSettings
@@ -58,6 +59,7 @@ from protofl.flower.codec import (
     store_client_state,
 )
 from protofl.flower.fields import Expected
+from protofl.flower.malicious import armed, lie
 from protofl.flower.settings import refuse_simulator_only, settings_from_run_config
 from protofl.sim.simulator import Simulation
 
@@ -80,6 +82,7 @@ class ClientSetup:
     feature_dim: int
     precision: Precision = FP32
     privacy: PrototypePrivacy = NO_PRIVACY  # clipping and noise of uploaded prototypes
+    attack: Attack | None = None  # a malicious node's, from its node config (malicious.py)
 
 
 ClientLoader = Callable[[Context], ClientSetup]
@@ -87,7 +90,8 @@ ClientLoader = Callable[[Context], ClientSetup]
 
 def client_app(loader: ClientLoader | None = None) -> ClientApp:
     """A ClientApp that answers ``train`` messages for any registered algorithm."""
-    load = _cached(loader or benchmark_client)
+    chosen = loader or benchmark_client
+    load = _cached(lambda context: armed(chosen(context), context.node_config))
     app = ClientApp()
 
     @app.train()
@@ -125,6 +129,7 @@ def train_round(setup: ClientSetup, content: RecordDict, state: RecordDict) -> R
         setup.privacy,
     )
     store_client_state(state, new_state)
+    update = lie(update, message, setup)
     logger.info(
         "round %d: client %s trained on %d samples",
         message.round,

@@ -166,8 +166,10 @@ def refuse_simulator_only(config: RunConfig) -> None:
     validation split), saying why, instead of ignoring them on Flower."""
     if config.attack:
         raise ConfigError(
-            "attack is supported by the simulator (protofl run, compare) but not on Flower "
-            "yet (a malicious node would take it from its node config)."
+            "attack is supported by the simulator (protofl run, compare); on Flower the server "
+            "is not told: put it in the malicious node's node config instead (attack=..., "
+            "attack-strength=...; alie, min-max and min-sum need the other clients' updates, "
+            "which no node sees). See docs/attacks.md."
         )
     if config.holdout_domains:
         raise ConfigError(

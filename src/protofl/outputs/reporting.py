@@ -59,6 +59,8 @@ class ProgressObserver:
         domains = "  ".join(f"{d} {a:.1%}" for d, a in record.per_domain_accuracy.items())
         loss = record.train.get("loss", float("nan"))
         pooled = "" if record.pooled_accuracy is None else f"  pooled {record.pooled_accuracy:6.1%}"
+        if record.attack_success_rate is not None:  # attack=backdoor
+            pooled += f"  attack success {record.attack_success_rate:6.1%}"
         self.progress.console.print(
             f"round {record.round:>3}  mean {record.mean_accuracy:6.1%}{pooled}  |  {domains}  |  "
             f"loss {loss:.3f}  ({record.train_seconds:.1f}s + {record.eval_seconds:.1f}s eval)",
@@ -90,6 +92,11 @@ def print_results(console: Console, result: RunResult) -> None:
     for name, key in (("std across domains", "domain_std"), ("pooled", "pooled_accuracy")):
         table.add_row(name, _percent(summary[key]), _percent(last[key]))
     table.add_row("worst domain", *(_worst(s["worst_domain"]) for s in (summary, last)))
+    if "attack_success_rate" in summary:  # attack=backdoor
+        table.add_row(
+            "attack success (backdoor)",
+            *(_percent(s["attack_success_rate"]) for s in (summary, last)),
+        )
     console.print(table)
     if result.out_dir is not None:
         console.print(f"results: {result.out_dir}/ ({', '.join(run_files(result.out_dir))})")

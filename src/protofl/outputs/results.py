@@ -132,7 +132,9 @@ def summarise(history: Sequence[RoundRecord], wall_seconds: float) -> dict[str, 
             ),
             **_personal_tail(tail),
             **_holdout_tail(tail),
+            **_attack_tail(tail),
         },
+        **_attack_tail([final]),
         "best_round": {"round": best.round, "mean_accuracy": best.mean_accuracy},
         "absent_clients": _absences(history),
         "timing": {
@@ -163,6 +165,12 @@ def _absences(history: Sequence[RoundRecord]) -> dict[str, list[int]]:
         for client in record.absent:
             missed.setdefault(client, []).append(record.round)
     return missed
+
+
+def _attack_tail(rounds: Sequence[RoundRecord]) -> dict[str, Any]:
+    """The backdoor's mean success over ``rounds``, where the run had one (attack=backdoor)."""
+    scored = [r.attack_success_rate for r in rounds if r.attack_success_rate is not None]
+    return {"attack_success_rate": sum(scored) / len(scored)} if scored else {}
 
 
 def _holdout_tail(tail: Sequence[RoundRecord]) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class TensorBoardLog:
             "fairness/domain_std": record.domain_std,
             "fairness/worst_domain": record.worst_domain_accuracy,
             "accuracy/pooled": record.pooled_accuracy,
+            "attack/success_rate": record.attack_success_rate,  # attack=backdoor only
         }
         scalars.update({tag: value for tag, value in fairness.items() if value is not None})
         if record.personal_accuracy is not None and record.personal_mean_accuracy is not None:

@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -20,11 +20,13 @@ from protofl.algorithms.base import Algorithm
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import Observer, RoundRecord
 from protofl.engine.attacks import NO_ATTACK, Attack, flipped_labels, poisoned
+from protofl.engine.backdoor import attack_success_rate, backdoored, triggered_test_sets
 from protofl.engine.client import copy_state, run_client_round
-from protofl.engine.data import ClientData, Federation
-from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
+from protofl.engine.data import ClientData, Federation, TestSet
+from protofl.engine.evaluate import evaluate, evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.engine.round_attacks import ROUND_ATTACKS, crafted_round
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
@@ -55,6 +57,8 @@ class Simulation:
 
     def __post_init__(self) -> None:
         self._warned = False
+        self._poisoned: dict[str, ClientData] = {}  # attack=backdoor: the liars' data
+        self._triggered: tuple[TestSet, ...] | None = None  # and the triggered test images
         self._server_step: dict[str, dict[str, float]] | None = None
         self.precision.prepare_model(self.model)
         self._worker = copy.deepcopy(self.model)
@@ -134,6 +138,7 @@ class Simulation:
             self.federation.holdout_sets,
         )
         record = self._with_personal_accuracy(record)
+        record = self._with_attack_success(record)
         self.history.append(record)
         logger.info("round %d: mean accuracy %.4f", record.round, record.mean_accuracy)
         self._warn_on_collapse()
@@ -174,40 +179,71 @@ class Simulation:
             eval_seconds=record.eval_seconds + time.perf_counter() - started,
         )
 
+    def _with_attack_success(self, record: RoundRecord) -> RoundRecord:
+        """Add the backdoor's success on the triggered test images (attack=backdoor only)."""
+        if self.attack.name != "backdoor":
+            return record
+        if self._triggered is None:  # built once: the test splits do not change
+            self._triggered = triggered_test_sets(
+                self.federation.test_sets, self.attack.backdoor_target
+            )
+        started = time.perf_counter()
+        hits = evaluate(self.model, self._triggered, self.eval_batch_size, self.precision)
+        return dataclasses.replace(
+            record,
+            attack_success_rate=attack_success_rate(hits, self._triggered),
+            eval_seconds=record.eval_seconds + time.perf_counter() - started,
+        )
+
     def _collect_updates(
         self, message: ServerMessage, observer: Observer | None
     ) -> tuple[list[ClientUpdate], dict[str, str]]:
         """Train every client, screen each update and hand it to the algorithm's aggregation
         as it arrives; set the new state. Returns the kept updates without their weights (for
-        the round's record) and ``{client: why}`` for what was refused."""
+        the round's record) and ``{client: why}`` for what was refused. An attack that reads
+        the round's honest updates (ROUND_ATTACKS) holds every update of the round first."""
         aggregation = self.algorithm.start_aggregation(self.state)
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
-        clients = self.federation.clients
-        for index in sample_clients(len(clients), self.clients_per_round, self.seed, message.round):
-            client = clients[index]
-            update = self._train_client(index, client, message)
+        updates: Iterable[ClientUpdate] = self._trained(message, observer)
+        if self.attack.name in ROUND_ATTACKS:
+            updates = crafted_round(
+                list(updates), self.attack.malicious, self.attack.name, self.attack.strength
+            )
+        for update in updates:
             screened, reason = screen_update(
                 update, self.state.weights, self.federation.num_classes, self._feature_dim
             )
             if reason is not None:
-                rejected[client.client_id] = reason
+                rejected[update.client_id] = reason
             if screened is not None:
                 aggregation.add(screened)
                 kept.append(dataclasses.replace(screened, weights={}))
-            if observer is not None:
-                observer.client_finished(message.round, client.client_id)
         report(rejected, len(kept), message.round)
         self.state = aggregation.result()
         # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
         self._server_step = getattr(aggregation, "report", None)
         return kept, rejected
 
+    def _trained(self, message: ServerMessage, observer: Observer | None) -> Iterator[ClientUpdate]:
+        """The round's updates, one client trained at a time (lazily: the clean loop streams)."""
+        clients = self.federation.clients
+        for index in sample_clients(len(clients), self.clients_per_round, self.seed, message.round):
+            yield self._train_client(index, clients[index], message)
+            if observer is not None:
+                observer.client_finished(message.round, clients[index].client_id)
+
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
         lies = self.attack.lies(client.client_id)
         if lies and self.attack.name == "label-flip":
             client = flipped_labels(client, self.federation.num_classes)
+        if lies and self.attack.name == "backdoor":
+            if client.client_id not in self._poisoned:  # the liar's own copy, made once
+                self._poisoned[client.client_id] = backdoored(
+                    client, self.attack.backdoor_target, self.attack.backdoor_fraction, self.seed
+                )
+            client = self._poisoned[client.client_id]
         update, new_state = run_client_round(
             self.algorithm,
             self._worker,
@@ -224,5 +260,13 @@ class Simulation:
         if new_state:
             self.client_states[client.client_id] = new_state
         if lies:
-            update = poisoned(update, message.weights, self.attack, self.seed, index, message.round)
+            update = poisoned(
+                update,
+                message.weights,
+                self.attack,
+                self.seed,
+                index,
+                message.round,
+                self.federation.num_classes,
+            )
         return update

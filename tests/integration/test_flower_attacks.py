@@ -1,0 +1,146 @@
+"""A malicious Flower node (an ordinary ClientApp with the attack in its node config) lies
+exactly as the simulator's liar: same records, same global weights; the attacks that need
+the other clients' updates are refused on a node, with the reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flower]")
+
+from test_flower_strategy import (
+    InProcessGrid,
+    assert_close,
+    flat,
+    task_identity,  # noqa: F401  (autouse: Flower's Message needs a run id)
+    tiny_client,
+    tiny_server,
+    without_timing,
+)
+
+from protofl import RunConfig, train_federated
+from protofl.errors import ConfigError
+from protofl.flower.client import PARTITION_ID, client_app
+from protofl.flower.malicious import node_attack
+from protofl.flower.server import run_server
+
+from tiny_data import TinyNet, tiny_clients
+
+CONFIG = RunConfig(rounds=2, local_epochs=1, batch_size=16, lr=0.05, seed=3)
+NODE = {
+    "sign-flip": {"attack": "sign-flip", "attack-strength": 2.0},
+    "noise": {"attack": "noise", "attack-strength": 0.1},
+    "label-flip": {"attack": "label-flip"},
+    "backdoor": {"attack": "backdoor", "backdoor-target": 1, "backdoor-fraction": 0.5},
+    "prototype-poison": {"attack": "prototype-poison"},
+}
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("attack", sorted(NODE))
+def test_a_malicious_node_lies_as_the_simulators_liar(attack: str) -> None:
+    node = NODE[attack]
+    options = {field: node[key] for key, field in (("attack-strength", "attack_strength"),
+               ("backdoor-target", "backdoor_target"), ("backdoor-fraction", "backdoor_fraction"))
+               if key in node}  # fmt: skip
+    lying = dataclasses.replace(CONFIG, attack=attack, malicious_clients=("red-1",), **options)
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    simulated = train_federated(clients, tests, TinyNet(), lying, num_classes=4)
+    honest = train_federated(clients, tests, TinyNet(), CONFIG, num_classes=4)
+
+    setups = {index: tiny_client(index, CONFIG) for index in range(len(clients))}
+    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
+    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    grid.contexts[31].node_config.update(node)  # partition 1, red-1; the server is not told
+    flower = run_server(grid, tiny_server(CONFIG), write=False)
+
+    for got, want in zip(flower.history, simulated.history, strict=True):
+        expected = without_timing(want)
+        expected["attack_success_rate"] = None  # scored by the simulator only
+        assert_close(flat(without_timing(got)), flat(expected))
+    for key, value in simulated.state.weights.items():
+        assert torch.equal(flower.strategy.state.weights[key], value), key
+    assert any(
+        not torch.equal(value, honest.state.weights[key])
+        for key, value in simulated.state.weights.items()
+    )  # the lie changed the run
+
+
+def test_a_node_config_attack_is_checked_and_round_attacks_are_refused() -> None:
+    assert node_attack({PARTITION_ID: 0}, "red-0") is None
+    sign_flip = node_attack({"attack": "sign-flip", "attack-strength": 2.0}, "red-0")
+    assert sign_flip is not None and sign_flip.malicious == {"red-0"}
+    assert sign_flip.scale == 2.0
+    for name in ("alie", "min-max", "min-sum"):
+        with pytest.raises(ConfigError, match="which no Flower node sees"):
+            node_attack({"attack": name}, "red-0")
+    with pytest.raises(ConfigError, match=r"node config: .*attack"):
+        node_attack({"attack": "sign-flop"}, "red-0")
+    with pytest.raises(ConfigError, match="sets attack-strength but no attack"):
+        node_attack({"attack-strength": 2.0}, "red-0")
+    with pytest.raises(ConfigError, match="node config: backdoor_fraction"):
+        node_attack({"attack": "backdoor", "backdoor-fraction": 2.0}, "red-0")
+
+
+def test_the_documented_node_config_lines_parse_into_attacks() -> None:
+    from flwr.common.config import parse_config_args
+
+    line = "partition-id=1 attack='sign-flip' attack-strength=2.0"  # docs/attacks.md
+    attack = node_attack(parse_config_args([line]), "red-1")
+    assert attack is not None and (attack.name, attack.scale) == ("sign-flip", 2.0)
+    line = "partition-id=3 attack='backdoor' backdoor-target=0 backdoor-fraction=0.3"
+    attack = node_attack(parse_config_args([line]), "green-3")
+    assert attack is not None and (attack.backdoor_target, attack.backdoor_fraction) == (0, 0.3)
+
+
+@pytest.mark.slow
+@pytest.mark.flower_e2e
+def test_a_real_supernode_lies_from_its_node_config(tmp_path: Path) -> None:
+    """Separate SuperLink and SuperNode processes: node 1 is started with the attack in its
+    node config, the run config has none; the results are the simulator's with that liar."""
+    from test_flower_e2e import TINY, Deployment, finish, free_port, read_metrics, write_tiny_app
+
+    out = tmp_path / "results"
+    config = dataclasses.replace(TINY, out=str(out))
+    app = write_tiny_app(
+        tmp_path / "app", config, num_nodes=2, min_clients=2, node_timeout=60, round_timeout=120
+    )
+    deployment = Deployment(tmp_path / "flwr")
+    try:
+        deployment.start_superlink()
+        deployment.start_supernode(0)
+        link = f"127.0.0.1:{deployment.link_port}"
+        deployment.start("node1", "flower-supernode", "--insecure", "--superlink", link,
+                         "--port", str(free_port()), "--node-config",
+                         "partition-id=1 attack='sign-flip' attack-strength=2.0")  # fmt: skip
+        output = finish(deployment.run_app(app, timeout=240), 240, deployment)
+    finally:
+        deployment.stop()
+    assert (out / "metrics.jsonl").exists(), output[-3000:] + deployment.log("node1")[-3000:]
+    rounds = read_metrics(out)
+    assert [r["round"] for r in rounds] == [1, 2], output[-4000:]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["attack"] == "" and "malicious_clients" not in saved["resolved"]  # not told
+
+    from protofl.api import run
+
+    lying = dataclasses.replace(config, out=None, attack="sign-flip", attack_strength=2.0,
+                                malicious_clients=("synthetic-0",))  # fmt: skip
+    threads = torch.get_num_threads()
+    try:
+        simulated = run(lying, write=False)
+        honest = run(dataclasses.replace(config, out=None), write=False)
+    finally:
+        torch.set_num_threads(threads)
+    for record, expected in zip(rounds, simulated.history, strict=True):
+        assert record["per_domain_accuracy"] == expected.per_domain_accuracy
+        assert record["train"] == pytest.approx(expected.train, rel=1e-6)
+    assert [r.per_domain_accuracy for r in honest.history] != [
+        r["per_domain_accuracy"] for r in rounds
+    ]  # the lie changed the run
