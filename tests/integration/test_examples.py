@@ -30,7 +30,13 @@ def run_example(name: str, *args: str) -> str:
 
 
 def test_every_example_has_a_test() -> None:
-    tested = {"own_arrays.py", "custom_algorithm.py", "reading_runs.py", "flower_simulation.py"}
+    tested = {
+        "own_arrays.py",
+        "custom_algorithm.py",
+        "reading_runs.py",
+        "flower_simulation.py",
+        "image_folders.py",
+    }
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -56,6 +62,21 @@ def test_reading_runs_shows_every_round_and_domain(tmp_path: Path) -> None:
     assert "per_domain_accuracy.a" in out and "per_domain_accuracy.b" in out
     table = out.split("rounds\n", 1)[1].splitlines()
     assert [line.split()[0] for line in table[2:6]] == ["1", "2", "3", "4"]
+
+
+@pytest.mark.slow
+def test_image_folders_trains_on_two_domains_and_scores_the_third(tmp_path: Path) -> None:
+    out = run_example("image_folders.py", str(tmp_path / "domains"))
+    assert {p.name for p in (tmp_path / "domains").iterdir()} == {
+        "clinic_a",
+        "clinic_b",
+        "clinic_c",
+    }
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["holdout_domains"] == ["clinic_c"]
+    held_out = out.split("held-out domain:")[1]
+    assert "clinic_c" in held_out
+    assert "'clinic_c'" not in out.split("held-out domain:")[0]  # no client of clinic_c
 
 
 @pytest.mark.slow
