@@ -11,7 +11,8 @@ import torch
 
 from protofl import RunConfig, train_federated
 from protofl.config import WEIGHT_RULES
-from protofl.federation.aggregation import RULES, GeometricMedian, Krum, make_combiner
+from protofl.federation.aggregation import GeometricMedian, Krum
+from protofl.federation.rules import RULES, make_combiner
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -31,7 +31,8 @@ from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerM
 from protofl.core.registry import unknown_name_message
 from protofl.core.validation import coerce
 from protofl.errors import ConfigError
-from protofl.federation.aggregation import WeightCombiner, is_parameter_entry, make_combiner
+from protofl.federation.aggregation import WeightCombiner, is_parameter_entry
+from protofl.federation.rules import make_combiner
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
 
@@ -48,7 +49,7 @@ class AlgorithmContext:
     parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
     weight_rule: str = "mean"  # how client weights combine (RunConfig.aggregation)
     trim_fraction: float = 0.1  # per end, for trimmed-mean
-    assumed_malicious: float = 0.2  # for krum and multi-krum
+    assumed_malicious: float = 0.2  # for krum, multi-krum and bulyan
     seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:

@@ -76,7 +76,7 @@ class RunConfig:
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
     aggregation: str = "mean"  # how client weights combine (WEIGHT_RULES below)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
-    # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
+    # krum, multi-krum, bulyan: the share of clients assumed malicious (f = floor(x K))
     assumed_malicious: float = 0.2
     # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
@@ -159,8 +159,16 @@ def _check_privacy(config: RunConfig) -> None:
         )
 
 
-# protofl.federation.aggregation.make_combiner (RULES there; a test holds them equal)
-WEIGHT_RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median")
+# protofl.federation.rules.make_combiner (RULES there; a test holds them equal)
+WEIGHT_RULES = (
+    "mean",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+    "geometric-median",
+    "bulyan",
+)
 
 
 def _check_aggregation(config: RunConfig) -> None:
