@@ -279,6 +279,7 @@ def algorithm_for(
         weight_rule=config.aggregation,
         trim_fraction=config.trim_fraction,
         assumed_malicious=config.assumed_malicious,
+        clip_norm=config.clip_norm,
         seed=config.seed,
     )
     options = config.algorithm_options.get(config.algorithm, {})

@@ -32,6 +32,7 @@ from protofl.core.registry import unknown_name_message
 from protofl.core.validation import coerce
 from protofl.errors import ConfigError
 from protofl.federation.aggregation import WeightCombiner, is_parameter_entry
+from protofl.federation.defences import RoundReference
 from protofl.federation.rules import make_combiner
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
@@ -50,15 +51,23 @@ class AlgorithmContext:
     weight_rule: str = "mean"  # how client weights combine (RunConfig.aggregation)
     trim_fraction: float = 0.1  # per end, for trimmed-mean
     assumed_malicious: float = 0.2  # for krum, multi-krum and bulyan
+    clip_norm: float = 0.0  # norm-clip's bound; 0: the median of the round's update norms
     seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
         """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""
         return is_parameter_entry(key, value, self.parameter_names)
 
-    def combiner(self) -> WeightCombiner:
-        """A fresh combiner for the run's weight rule."""
-        return make_combiner(self.weight_rule, self.trim_fraction, self.assumed_malicious)
+    def combiner(self, reference: RoundReference | None = None) -> WeightCombiner:
+        """A fresh combiner for the run's weight rule; ``reference`` holds the round's
+        starting weights, which the rules on updates (norm-clip) measure from."""
+        return make_combiner(
+            self.weight_rule,
+            self.trim_fraction,
+            self.assumed_malicious,
+            self.clip_norm,
+            reference,
+        )
 
 
 class RoundUpdates(Sequence[ClientUpdate]):
@@ -156,12 +165,14 @@ class Algorithm:
     def start_client(self, start: ClientStart) -> ClientRound:
         return ClientRound()
 
-    def weight_folds(self) -> dict[str, WeightCombiner]:
-        """The running combinations of the clients' weights :meth:`aggregate` reads."""
-        return {WEIGHTS: self.context.combiner()}
+    def weight_folds(self, reference: RoundReference) -> dict[str, WeightCombiner]:
+        """The running combinations of the clients' weights :meth:`aggregate` reads;
+        ``reference`` holds the weights the round started from."""
+        return {WEIGHTS: self.context.combiner(reference)}
 
     def start_aggregation(self, state: GlobalState) -> Aggregation:
-        return FoldingAggregation(state, self.weight_folds(), self.aggregate)
+        reference = RoundReference(state.weights)
+        return FoldingAggregation(state, self.weight_folds(reference), self.aggregate)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         return GlobalState(state.round + 1, updates.weights)

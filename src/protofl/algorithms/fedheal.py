@@ -45,6 +45,7 @@ from protofl.algorithms.fedheal_maths import fedheal_combine
 from protofl.algorithms.hooks import ClientRound, ClientStart
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.errors import ConfigError
+from protofl.federation.defences import RoundReference
 
 PREFIX = "fedheal."  # of FedHEAL's entries in GlobalState.tensors
 
@@ -125,7 +126,7 @@ class HealingAggregation:
             }
             for i, cid in enumerate(ids)
         }
-        folds = owner.inner.weight_folds()
+        folds = owner.inner.weight_folds(RoundReference(state.weights))
         for update in self.updates:
             for name, combiner in folds.items():
                 if name != WEIGHTS:  # an inner algorithm's extra folds still see every client

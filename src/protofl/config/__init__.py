@@ -78,6 +78,7 @@ class RunConfig:
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
     # krum, multi-krum, bulyan: the share of clients assumed malicious (f = floor(x K))
     assumed_malicious: float = 0.2
+    clip_norm: float = 0.0  # norm-clip: the bound M on each update's norm; 0: the round's median
     # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
@@ -168,6 +169,7 @@ WEIGHT_RULES = (
     "multi-krum",
     "geometric-median",
     "bulyan",
+    "norm-clip",
 )
 
 
@@ -179,6 +181,11 @@ def _check_aggregation(config: RunConfig) -> None:
     if not 0 <= config.trim_fraction < 0.5:
         raise ConfigError(f"trim_fraction must lie in [0, 0.5); got {config.trim_fraction}.")
     _check_attack(config)
+    if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
+        raise ConfigError(
+            f"clip_norm must be >= 0 (0: the median of the round's update norms); got "
+            f"{config.clip_norm}."
+        )
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(
             f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."

@@ -1,4 +1,6 @@
-"""Byzantine-robust weight rules beyond Krum and the geometric median: Bulyan.
+"""Byzantine-robust weight rules beyond Krum and the geometric median: Bulyan, and the rules
+that compare each client's update ``w_i - g`` with the round's starting weights ``g``: norm
+clipping (and, with the server's own root-set update, FLTrust).
 
 Like the rules in :mod:`protofl.federation.aggregation` they work entry by entry on whole
 state dicts (no flattening into one vector, so nothing is written back at a shifted offset),
@@ -10,12 +12,26 @@ updates ``w_i - g`` (``g`` is common to every client), so working on states is e
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from protofl.core.payloads import StateDict
 from protofl.errors import PayloadError
-from protofl.federation.aggregation import KeptStates, krum_scores, squared_distances
+from protofl.federation.aggregation import (
+    KeptStates,
+    coordinate_median,
+    krum_scores,
+    squared_distances,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class RoundReference:
+    """What the update rules compare the clients' states with."""
+
+    start: StateDict | None = None  # the global weights the round's clients started from
 
 
 def bulyan_selection(distances: torch.Tensor, malicious: int) -> list[int]:
@@ -103,3 +119,68 @@ def cast_like(value: torch.Tensor, template: torch.Tensor) -> torch.Tensor:
         if template.is_floating_point()
         else value.round().to(template.dtype)
     )
+
+
+def update_norms(
+    states: Sequence[StateDict], start: StateDict, keys: Sequence[str]
+) -> torch.Tensor:
+    """[K] Euclidean norms of the updates ``w_i - g`` over the entries ``keys``, summed entry
+    by entry."""
+    total = torch.zeros(len(states), dtype=torch.float64)
+    for key in keys:
+        origin = start[key].detach().to(torch.float64).cpu()
+        for index, state in enumerate(states):
+            total[index] += (state[key].detach().to(torch.float64).cpu() - origin).pow(2).sum()
+    return total.sqrt()
+
+
+def clip_factors(norms: torch.Tensor, bound: float) -> torch.Tensor:
+    """[K] the factors ``1 / max(1, ||u_i|| / M)`` that clip each update to norm M (Sun et
+    al. 2019); an update already inside the ball is left as it is."""
+    return 1.0 / torch.clamp(norms / bound, min=1.0) if bound > 0 else torch.ones_like(norms)
+
+
+def combine_updates(
+    states: Sequence[StateDict], start: StateDict, factors: torch.Tensor
+) -> StateDict:
+    """``g + sum_i c_i (w_i - g)`` on every floating entry (parameters and BatchNorm
+    statistics, so a factor <= 1 keeps a running variance between g's and the client's, hence
+    positive); integer counters are the plain mean of the clients', rounded (nothing to
+    scale: they count batches)."""
+    combined = {}
+    count = len(states)
+    for key, origin in start.items():
+        if not origin.is_floating_point():
+            mean = sum(s[key].to(torch.float64) for s in states) / count
+            combined[key] = cast_like(torch.as_tensor(mean), origin)
+            continue
+        base = origin.detach().to(torch.float64).cpu()
+        moved = torch.zeros_like(base)
+        for factor, state in zip(factors.tolist(), states, strict=True):
+            moved += factor * (state[key].detach().to(torch.float64).cpu() - base)
+        combined[key] = cast_like(base + moved, origin).to(origin.device)
+    return combined
+
+
+class NormClip(KeptStates):
+    """Norm clipping (Sun, Kairouz, Suresh, McMahan, "Can You Really Backdoor Federated
+    Learning?", 2019): each update ``w_i - g`` scaled to norm at most M, then the plain mean
+    of the clipped updates added to ``g``. ``clip_norm`` > 0 fixes M; 0 takes M as the
+    median of the round's update norms, as FLAME does (Nguyen et al., USENIX Security 2022),
+    so at least half the clients pass unclipped whatever the model's scale."""
+
+    def __init__(self, reference: RoundReference, clip_norm: float) -> None:
+        super().__init__()
+        if reference.start is None:
+            raise PayloadError("norm-clip needs the weights the round started from.")
+        self.start, self.clip_norm = reference.start, clip_norm
+
+    def bound(self, norms: torch.Tensor) -> float:
+        return self.clip_norm if self.clip_norm > 0 else float(coordinate_median(norms))
+
+    def result(self) -> StateDict:
+        if not self.states:
+            raise PayloadError("nothing to combine: no client states this round.")
+        norms = update_norms(self.states, self.start, self._floating_keys())
+        factors = clip_factors(norms, self.bound(norms)) / len(self.states)
+        return combine_updates(self.states, self.start, factors)

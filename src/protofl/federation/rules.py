@@ -10,16 +10,30 @@ from protofl.federation.aggregation import (
     SampleMean,
     WeightCombiner,
 )
-from protofl.federation.defences import Bulyan
+from protofl.federation.defences import Bulyan, NormClip, RoundReference
 
 # protofl.config.WEIGHT_RULES lists the same names (a test holds them equal)
-RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median", "bulyan")
+RULES = (
+    "mean",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+    "geometric-median",
+    "bulyan",
+    "norm-clip",
+)
 
 
 def make_combiner(
-    rule: str, trim_fraction: float = 0.1, assumed_malicious: float = 0.2
+    rule: str,
+    trim_fraction: float = 0.1,
+    assumed_malicious: float = 0.2,
+    clip_norm: float = 0.0,
+    reference: RoundReference | None = None,
 ) -> WeightCombiner:
-    """A fresh combiner for a weight rule (names checked when the config is built)."""
+    """A fresh combiner for a weight rule (names checked when the config is built).
+    ``reference`` holds what the update rules (norm-clip) measure updates from."""
     if rule == "mean":
         return SampleMean()
     if rule == "median":
@@ -32,4 +46,6 @@ def make_combiner(
         return GeometricMedian()
     if rule == "bulyan":
         return Bulyan(assumed_malicious)
+    if rule == "norm-clip":
+        return NormClip(reference or RoundReference(), clip_norm)
     raise PayloadError(f"unknown weight rule {rule!r}; expected one of {', '.join(RULES)}.")
