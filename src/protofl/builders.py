@@ -28,6 +28,7 @@ from protofl.engine.attacks import Attack, draw_malicious
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
+from protofl.engine.root_set import draw_root_set
 from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
@@ -249,6 +250,10 @@ def build_simulation(
         )
         simulation.attack = Attack(config.attack, liars, config.attack_strength)
         resolved = {**resolved, "malicious_clients": sorted(liars)}  # the server is not told
+    if config.aggregation == "fltrust":
+        root, per_domain = draw_root_set(federation.clients, config.root_size, config.seed)
+        simulation.root_set = root
+        resolved = {**resolved, "root_set_per_domain": per_domain}  # what the server trains on
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {

@@ -92,8 +92,10 @@ class Recording:
     def __getattr__(self, name: str) -> Any:  # every other hook is the inner algorithm's
         return getattr(self.inner, name)
 
-    def start_aggregation(self, state: GlobalState) -> RecordedAggregation:
-        return RecordedAggregation(self.inner.start_aggregation(state), self.states)
+    def start_aggregation(
+        self, state: GlobalState, root: StateDict | None = None
+    ) -> RecordedAggregation:
+        return RecordedAggregation(self.inner.start_aggregation(state, root), self.states)
 
 
 class RecordedAggregation:

@@ -196,7 +196,9 @@ def resnet_clients(count: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, l
 @pytest.mark.parametrize("rule", RULES)
 def test_every_rule_is_exact_on_resnet10_whole_state(rule: str) -> None:
     start, direction, steps, states = resnet_clients(7)
-    combiner = make_combiner(rule, 0.2, 0.2, reference=RoundReference(start))
+    # FLTrust's server update points along D too
+    root = {k: v + direction[k] if k in direction else v for k, v in start.items()}
+    combiner = make_combiner(rule, 0.2, 0.2, reference=RoundReference(start, root))
     for index, state in enumerate(states):
         combiner.add(state, 10 + index)
     result = combiner.result()

@@ -92,8 +92,10 @@ def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
 
 def test_every_rule_the_config_accepts_is_built() -> None:
     assert set(RULES) == set(WEIGHT_RULES)
-    for rule in RULES:  # norm-clip measures updates from the round's starting weights
-        make_combiner(rule, reference=RoundReference({"w": torch.zeros(1)}))
+    # norm-clip and fltrust measure updates from the round's start; fltrust needs the root
+    reference = RoundReference({"w": torch.zeros(1)}, root={"w": torch.ones(1)})
+    for rule in RULES:
+        make_combiner(rule, reference=reference)
 
 
 @pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])

@@ -170,8 +170,10 @@ class Algorithm:
         ``reference`` holds the weights the round started from."""
         return {WEIGHTS: self.context.combiner(reference)}
 
-    def start_aggregation(self, state: GlobalState) -> Aggregation:
-        reference = RoundReference(state.weights)
+    def start_aggregation(self, state: GlobalState, root: StateDict | None = None) -> Aggregation:
+        """One round's aggregation from ``state``; ``root`` is the server's own model trained
+        on its root set this round, for FLTrust (None otherwise)."""
+        reference = RoundReference(state.weights, root)
         return FoldingAggregation(state, self.weight_folds(reference), self.aggregate)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:

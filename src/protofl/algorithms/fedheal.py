@@ -85,7 +85,9 @@ class FedHEAL(Algorithm):
     def start_client(self, start: ClientStart) -> ClientRound:
         return self.inner.start_client(start)
 
-    def start_aggregation(self, state: GlobalState) -> HealingAggregation:
+    def start_aggregation(
+        self, state: GlobalState, root: StateDict | None = None
+    ) -> HealingAggregation:  # FedHEAL's own combination: no weight rule, so no root
         return HealingAggregation(self, state)
 
 

@@ -79,6 +79,7 @@ class RunConfig:
     # krum, multi-krum, bulyan: the share of clients assumed malicious (f = floor(x K))
     assumed_malicious: float = 0.2
     clip_norm: float = 0.0  # norm-clip: the bound M on each update's norm; 0: the round's median
+    root_size: int = 100  # fltrust: samples in the server's root set, drawn from training data
     # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
@@ -170,6 +171,7 @@ WEIGHT_RULES = (
     "geometric-median",
     "bulyan",
     "norm-clip",
+    "fltrust",
 )
 
 
@@ -185,6 +187,10 @@ def _check_aggregation(config: RunConfig) -> None:
         raise ConfigError(
             f"clip_norm must be >= 0 (0: the median of the round's update norms); got "
             f"{config.clip_norm}."
+        )
+    if config.root_size < 1:
+        raise ConfigError(
+            f"root_size must be >= 1 (FLTrust's paper uses 100); got {config.root_size}."
         )
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(

@@ -32,6 +32,8 @@ class RoundReference:
     """What the update rules compare the clients' states with."""
 
     start: StateDict | None = None  # the global weights the round's clients started from
+    # FLTrust: the server's model after training from ``start`` on its root set this round
+    root: StateDict | None = None
 
 
 def bulyan_selection(distances: torch.Tensor, malicious: int) -> list[int]:
@@ -184,3 +186,65 @@ class NormClip(KeptStates):
         norms = update_norms(self.states, self.start, self._floating_keys())
         factors = clip_factors(norms, self.bound(norms)) / len(self.states)
         return combine_updates(self.states, self.start, factors)
+
+
+def update_dots(
+    states: Sequence[StateDict], start: StateDict, root: StateDict, keys: Sequence[str]
+) -> torch.Tensor:
+    """[K] inner products <w_i - g, r - g> of each client's update with the server's root
+    update, summed entry by entry."""
+    total = torch.zeros(len(states), dtype=torch.float64)
+    for key in keys:
+        origin = start[key].detach().to(torch.float64).cpu()
+        server = (root[key].detach().to(torch.float64).cpu() - origin).flatten()
+        for index, state in enumerate(states):
+            mine = (state[key].detach().to(torch.float64).cpu() - origin).flatten()
+            total[index] += mine @ server
+    return total
+
+
+def fltrust_factors(dots: torch.Tensor, norms: torch.Tensor, root_norm: float) -> torch.Tensor:
+    """[K] the factor c_i of each update in FLTrust's ``g + sum_i c_i u_i`` (Cao et al., NDSS
+    2021, Eq. 4-6): trust TS_i = ReLU(cos(u_i, g0)); each update rescaled to ||g0||, i.e.
+    by ||g0|| / ||u_i||; the trust-weighted mean, c_i = TS_i ||g0|| / ||u_i|| / sum_j TS_j.
+    An update of norm 0 has no direction and earns no trust; when nobody earns any, every
+    factor is 0 and the model stays where it was."""
+    moved = norms > 0
+    safe = torch.where(moved, norms, torch.ones_like(norms))
+    cosine = torch.where(moved, dots / (safe * max(root_norm, 1e-300)), torch.zeros_like(dots))
+    trust = cosine.clamp(min=0.0) if root_norm > 0 else torch.zeros_like(dots)
+    if float(trust.sum()) <= 0:
+        return torch.zeros_like(trust)
+    return trust * root_norm / safe / trust.sum()
+
+
+class FLTrust(KeptStates):
+    """FLTrust (Cao, Fang, Liu, Gong, "FLTrust: Byzantine-robust Federated Learning via
+    Trust Bootstrapping", NDSS 2021): the server trains on a small root set of its own each
+    round, and each client's update counts by the ReLU of its cosine with the server's
+    update, rescaled to the server update's norm. The root update ``reference.root`` comes
+    from the round loop (the simulator trains it); integer counters are the plain mean of
+    the clients'."""
+
+    def __init__(self, reference: RoundReference) -> None:
+        super().__init__()
+        if reference.start is None or reference.root is None:
+            raise PayloadError(
+                "fltrust needs the round's starting weights and the server's model trained on "
+                "its root set; the simulator provides both (root_size samples drawn from the "
+                "training data), the Flower server does not hold a root set."
+            )
+        self.start, self.root = reference.start, reference.root
+
+    def factors(self) -> torch.Tensor:
+        """[K] each client's factor in ``g + sum_i c_i u_i`` (arrival order)."""
+        if not self.states:
+            raise PayloadError("nothing to combine: no client states this round.")
+        keys = self._floating_keys()
+        norms = update_norms(self.states, self.start, keys)
+        root_norm = float(update_norms([self.root], self.start, keys)[0])
+        dots = update_dots(self.states, self.start, self.root, keys)
+        return fltrust_factors(dots, norms, root_norm)
+
+    def result(self) -> StateDict:
+        return combine_updates(self.states, self.start, self.factors())

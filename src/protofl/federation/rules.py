@@ -10,7 +10,7 @@ from protofl.federation.aggregation import (
     SampleMean,
     WeightCombiner,
 )
-from protofl.federation.defences import Bulyan, NormClip, RoundReference
+from protofl.federation.defences import Bulyan, FLTrust, NormClip, RoundReference
 
 # protofl.config.WEIGHT_RULES lists the same names (a test holds them equal)
 RULES = (
@@ -22,6 +22,7 @@ RULES = (
     "geometric-median",
     "bulyan",
     "norm-clip",
+    "fltrust",
 )
 
 
@@ -33,7 +34,7 @@ def make_combiner(
     reference: RoundReference | None = None,
 ) -> WeightCombiner:
     """A fresh combiner for a weight rule (names checked when the config is built).
-    ``reference`` holds what the update rules (norm-clip) measure updates from."""
+    ``reference`` holds what the update rules (norm-clip, fltrust) measure updates from."""
     if rule == "mean":
         return SampleMean()
     if rule == "median":
@@ -48,4 +49,6 @@ def make_combiner(
         return Bulyan(assumed_malicious)
     if rule == "norm-clip":
         return NormClip(reference or RoundReference(), clip_norm)
+    if rule == "fltrust":
+        return FLTrust(reference or RoundReference())
     raise PayloadError(f"unknown weight rule {rule!r}; expected one of {', '.join(RULES)}.")

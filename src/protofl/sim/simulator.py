@@ -25,6 +25,7 @@ from protofl.engine.data import ClientData, Federation
 from protofl.engine.evaluate import evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.engine.root_set import root_weights
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
@@ -52,6 +53,8 @@ class Simulation:
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     attack: Attack = NO_ATTACK  # malicious clients for robustness runs; the server is not told
+    # FLTrust: the server's root set, trained on each round before aggregation (None: no root)
+    root_set: ClientData | None = None
 
     def __post_init__(self) -> None:
         self._warned = False
@@ -180,7 +183,7 @@ class Simulation:
         """Train every client, screen each update and hand it to the algorithm's aggregation
         as it arrives; set the new state. Returns the kept updates without their weights (for
         the round's record) and ``{client: why}`` for what was refused."""
-        aggregation = self.algorithm.start_aggregation(self.state)
+        aggregation = self.algorithm.start_aggregation(self.state, self._root_weights(message))
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
         clients = self.federation.clients
@@ -202,6 +205,26 @@ class Simulation:
         # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
         self._server_step = getattr(aggregation, "report", None)
         return kept, rejected
+
+    def _root_weights(self, message: ServerMessage) -> StateDict | None:
+        """FLTrust's server model for this round, trained on the root set from the message's
+        weights with FedAvg's plain cross-entropy hooks (the paper's server is a plain
+        learner; an algorithm's own terms need its clients' state and prototypes)."""
+        if self.root_set is None:
+            return None
+        plain = Algorithm(None, self.algorithm.context)
+        unused = len(self.federation.clients)  # no client has this index, so no seed is shared
+        return root_weights(
+            plain,
+            self._worker,
+            self.root_set,
+            message,
+            self.local,
+            self.seed,
+            unused,
+            self.precision,
+            self._forward,
+        )
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
