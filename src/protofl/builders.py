@@ -285,6 +285,8 @@ def algorithm_for(
         trim_fraction=config.trim_fraction,
         assumed_malicious=config.assumed_malicious,
         clip_norm=config.clip_norm,
+        prototype_aggregation=config.prototype_aggregation,
+        prototype_min_cosine=config.prototype_min_cosine,
         seed=config.seed,
     )
     options = config.algorithm_options.get(config.algorithm, {})

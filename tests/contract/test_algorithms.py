@@ -160,6 +160,9 @@ def test_client_state_stays_on_clients_and_server_state_on_the_server(
     sent_tensors += [t for u in recording.updates for t in u.weights.values()]
     private_ids = {id(t) for state in simulation.client_states.values() for t in state.values()}
     assert not private_ids & {id(t) for t in sent_tensors}
+    # what prototype_aggregation defends: the registry says who uploads prototypes
+    uploaded = any(u.prototypes is not None and len(u.prototypes) for u in recording.updates)
+    assert uploaded == ALGORITHMS.get(name).sends_prototypes
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from protofl.algorithms.hooks import ClientRound, ClientStart
+from protofl.algorithms.robust_prototypes import defend_prototypes
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.core.registry import unknown_name_message
 from protofl.core.validation import coerce
@@ -52,11 +53,20 @@ class AlgorithmContext:
     trim_fraction: float = 0.1  # per end, for trimmed-mean
     assumed_malicious: float = 0.2  # for krum, multi-krum and bulyan
     clip_norm: float = 0.0  # norm-clip's bound; 0: the median of the round's update norms
+    # the defence applied to uploaded prototypes (robust_prototypes.PROTOTYPE_RULES)
+    prototype_aggregation: str = "all"
+    prototype_min_cosine: float = 0.0  # centre-filter's least cosine to the class centre
     seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
         """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""
         return is_parameter_entry(key, value, self.parameter_names)
+
+    def defend_prototypes(self, prototypes: Prototypes) -> Prototypes:
+        """The clients' uploaded prototypes after the run's prototype defence."""
+        return defend_prototypes(
+            prototypes, self.prototype_aggregation, self.num_classes, self.prototype_min_cosine
+        )
 
     def combiner(self, reference: RoundReference | None = None) -> WeightCombiner:
         """A fresh combiner for the run's weight rule; ``reference`` holds the round's
@@ -77,9 +87,15 @@ class RoundUpdates(Sequence[ClientUpdate]):
     (:meth:`Algorithm.weight_folds`); ``weights`` is the run's weight rule's result.
     """
 
-    def __init__(self, updates: Sequence[ClientUpdate], averages: Mapping[str, StateDict]) -> None:
+    def __init__(
+        self,
+        updates: Sequence[ClientUpdate],
+        averages: Mapping[str, StateDict],
+        defend: Callable[[Prototypes], Prototypes] | None = None,
+    ) -> None:
         self._updates = list(updates)
         self.averages = dict(averages)
+        self._defend = defend  # the run's prototype defence (AlgorithmContext)
 
     @property
     def weights(self) -> StateDict:
@@ -87,12 +103,17 @@ class RoundUpdates(Sequence[ClientUpdate]):
 
     @property
     def prototypes(self) -> Prototypes | None:
-        """Every client's uploaded prototypes in one set (None when nobody sent any).
+        """Every client's uploaded prototypes in one set, after the run's prototype defence
+        (None when nobody sent any). Every prototype algorithm's server step reads them here,
+        so the defence reaches all of them.
 
         Updates reach ``aggregate`` screened: malformed prototypes were already dropped.
         """
         parts = [u.prototypes for u in self if u.prototypes is not None and len(u.prototypes)]
-        return Prototypes.concat(parts) if parts else None
+        if not parts:
+            return None
+        joined = Prototypes.concat(parts)
+        return joined if self._defend is None else self._defend(joined)
 
     @overload
     def __getitem__(self, index: int) -> ClientUpdate: ...
@@ -124,8 +145,10 @@ class FoldingAggregation:
         state: GlobalState,
         folds: Mapping[str, WeightCombiner],
         finish: Callable[[GlobalState, RoundUpdates], GlobalState],
+        defend: Callable[[Prototypes], Prototypes] | None = None,
     ) -> None:
         self.state, self.folds, self.finish = state, dict(folds), finish
+        self.defend = defend
         self.kept: list[ClientUpdate] = []
 
     def add(self, update: ClientUpdate) -> None:
@@ -135,7 +158,7 @@ class FoldingAggregation:
 
     def result(self) -> GlobalState:
         averages = {name: combiner.result() for name, combiner in self.folds.items()}
-        return self.finish(self.state, RoundUpdates(self.kept, averages))
+        return self.finish(self.state, RoundUpdates(self.kept, averages, self.defend))
 
 
 class Algorithm:
@@ -174,7 +197,8 @@ class Algorithm:
         """One round's aggregation from ``state``; ``root`` is the server's own model trained
         on its root set this round, for FLTrust (None otherwise)."""
         reference = RoundReference(state.weights, root)
-        return FoldingAggregation(state, self.weight_folds(reference), self.aggregate)
+        folds = self.weight_folds(reference)
+        return FoldingAggregation(state, folds, self.aggregate, self.context.defend_prototypes)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         return GlobalState(state.round + 1, updates.weights)
@@ -208,6 +232,9 @@ class AlgorithmSpec:
     factory: AlgorithmFactory
     summary: str
     defaults: Mapping[str, Any] = field(default_factory=dict)  # e.g. an ablation's switches
+    # whether its clients upload prototypes (what prototype_aggregation defends; a contract
+    # test holds it equal to what a run sends)
+    sends_prototypes: bool = False
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """Build the frozen options, refusing unknown keys with a "did you mean"."""

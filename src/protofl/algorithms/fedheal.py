@@ -136,7 +136,10 @@ class HealingAggregation:
         averages = {name: c.result() for name, c in folds.items() if name != WEIGHTS}
         kept = [dataclasses.replace(u, weights={}) for u in self.updates]
         inner_state = owner.inner.aggregate(
-            state, RoundUpdates(kept, {**averages, WEIGHTS: healed.weights})
+            state,
+            RoundUpdates(
+                kept, {**averages, WEIGHTS: healed.weights}, owner.context.defend_prototypes
+            ),
         )
         tensors = {k: v for k, v in inner_state.tensors.items() if not k.startswith(PREFIX)}
         tensors.update({k: v for k, v in stored.items() if k.startswith(PREFIX)})
@@ -181,7 +184,9 @@ def with_fedheal(inner: AlgorithmSpec, name: str, summary: str) -> AlgorithmSpec
         healed.name = name
         return healed
 
-    return AlgorithmSpec(name, config_class, factory, summary, inner.defaults)
+    return AlgorithmSpec(
+        name, config_class, factory, summary, inner.defaults, inner.sends_prototypes
+    )
 
 
 def _combined_config(inner: type[Any]) -> type[Any]:

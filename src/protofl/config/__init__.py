@@ -80,6 +80,9 @@ class RunConfig:
     assumed_malicious: float = 0.2
     clip_norm: float = 0.0  # norm-clip: the bound M on each update's norm; 0: the round's median
     root_size: int = 100  # fltrust: samples in the server's root set, drawn from training data
+    # prototype methods: all (as published), median or centre-filter (docs/defences.md)
+    prototype_aggregation: str = "all"
+    prototype_min_cosine: float = 0.0  # centre-filter: least cosine to the class's centre
     # robustness experiments (protofl.engine.attacks): label-flip, sign-flip or noise, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
@@ -192,10 +195,24 @@ def _check_aggregation(config: RunConfig) -> None:
         raise ConfigError(
             f"root_size must be >= 1 (FLTrust's paper uses 100); got {config.root_size}."
         )
+    if config.prototype_aggregation not in PROTOTYPE_RULES:
+        raise ConfigError(
+            unknown_name_message(
+                "prototype_aggregation", config.prototype_aggregation, list(PROTOTYPE_RULES)
+            )
+        )
+    if not (math.isfinite(config.prototype_min_cosine) and -1 <= config.prototype_min_cosine <= 1):
+        raise ConfigError(
+            f"prototype_min_cosine must lie in [-1, 1]; got {config.prototype_min_cosine}."
+        )
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(
             f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."
         )
+
+
+# protofl.algorithms.robust_prototypes.PROTOTYPE_RULES (a test holds them equal)
+PROTOTYPE_RULES = ("all", "median", "centre-filter")
 
 
 ATTACK_NAMES = ("label-flip", "sign-flip", "noise")  # protofl.engine.attacks.ATTACKS
@@ -226,7 +243,14 @@ def _check_algorithms(config: RunConfig) -> None:
     # imported here: the registry pulls in torch, which config itself does not need
     from protofl.algorithms import ALGORITHMS
 
-    ALGORITHMS.get(config.algorithm)
+    spec = ALGORITHMS.get(config.algorithm)
+    if config.prototype_aggregation != "all" and not spec.sends_prototypes:
+        senders = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sends_prototypes]
+        raise ConfigError(
+            f"prototype_aggregation={config.prototype_aggregation!r} defends the prototypes "
+            f"clients upload, and {config.algorithm} uploads none; use it with one of "
+            f"{', '.join(senders)}, or a weight rule (aggregation) for {config.algorithm}."
+        )
     for section, options in config.algorithm_options.items():
         if section not in ALGORITHMS:
             raise ConfigError(unknown_name_message("algorithm", section, ALGORITHMS.names()))
