@@ -31,6 +31,8 @@ from protofl.engine.precision import resolve_precision
 from protofl.engine.root_set import draw_root_set
 from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
+from protofl.federation.defences import bulyan_shortfall
+from protofl.federation.participation import participants
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.models.base import feature_model
@@ -289,6 +291,11 @@ def algorithm_for(
         prototype_min_cosine=config.prototype_min_cosine,
         seed=config.seed,
     )
+    if config.aggregation == "bulyan" and num_clients:  # refused before any round runs
+        per_round = participants(num_clients, config.clients_per_round)
+        problem = bulyan_shortfall(per_round, config.assumed_malicious)
+        if problem is not None:
+            raise ConfigError(problem)
     options = config.algorithm_options.get(config.algorithm, {})
     return build_algorithm(config.algorithm, options, context), feature_dim
 

@@ -103,6 +103,13 @@ def test_bulyan_refuses_fewer_than_4f_plus_3_clients() -> None:
         rule.result()
 
 
+def test_bulyan_with_too_few_clients_per_round_is_refused_before_training() -> None:
+    clients, tests = tiny_clients(per_client=24)  # K = 4; f = floor(0.25 x 4) = 1 needs 7
+    config = RunConfig(rounds=1, algorithm="fedavg", aggregation="bulyan", assumed_malicious=0.25)
+    with pytest.raises(ConfigError, match=r"4f \+ 3 = 7 clients .* K = 4. To fix: lower"):
+        train_federated(clients, tests, TinyNet, config)
+
+
 def test_bulyan_selection_is_krum_when_one_state_is_chosen() -> None:
     # three states, f = 1: theta = 1, one Krum step with one neighbour
     distances = torch.tensor([[0.0, 1.0, 9.0], [1.0, 0.0, 4.0], [9.0, 4.0, 0.0]])

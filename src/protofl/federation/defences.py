@@ -72,6 +72,19 @@ def closest_to_median_mean(stacked: torch.Tensor, keep: int) -> torch.Tensor:
     return ordered.gather(0, nearest).mean(dim=0)
 
 
+def bulyan_shortfall(count: int, assumed_malicious: float) -> str | None:
+    """Why Bulyan cannot combine ``count`` clients' states (fewer than 4f + 3), or None."""
+    malicious = math.floor(assumed_malicious * count)
+    if count >= 4 * malicious + 3:
+        return None
+    fits = "" if count < 3 else f"lower assumed_malicious below {(count - 3) / 4 / count:.3f}, "
+    return (
+        f"bulyan needs at least 4f + 3 = {4 * malicious + 3} clients for f = "
+        f"floor(assumed_malicious x K) = {malicious}; got K = {count}. To fix: {fits}train "
+        "more clients per round, or choose krum."
+    )
+
+
 class Bulyan(KeptStates):
     """Bulyan (El Mhamdi, Guerraoui, Rouault, "The Hidden Vulnerability of Distributed
     Learning in Byzantium", ICML 2018) over Krum: theta = K - 2f states chosen by repeated
@@ -84,16 +97,10 @@ class Bulyan(KeptStates):
         self.assumed_malicious = assumed_malicious
 
     def malicious(self) -> int:
-        count = len(self.states)
-        malicious = math.floor(self.assumed_malicious * count)
-        if count < 4 * malicious + 3:
-            raise PayloadError(
-                f"bulyan needs at least 4f + 3 = {4 * malicious + 3} clients for "
-                f"f = floor(assumed_malicious x K) = {malicious}; got K = {count}. Lower "
-                f"assumed_malicious below {(count - 3) / 4 / count:.3f} (then f = "
-                f"{(count - 3) // 4}), train more clients per round, or choose krum."
-            )
-        return malicious
+        problem = bulyan_shortfall(len(self.states), self.assumed_malicious)
+        if problem is not None:
+            raise PayloadError(problem)
+        return math.floor(self.assumed_malicious * len(self.states))
 
     def chosen(self) -> list[int]:
         """Indices (arrival order) of the theta states the Krum steps selected."""
