@@ -236,3 +236,9 @@ def test_a_run_with_the_rule_trains(rule: str) -> None:
                        algorithm="fedavg", aggregation=rule)  # fmt: skip
     result = train_federated(clients, tests, TinyNet, config)
     assert len(result.history) == 2 and 0.0 <= result.summary["mean_accuracy"] <= 1.0
+
+
+def test_a_weight_rule_the_algorithm_would_ignore_is_refused() -> None:
+    with pytest.raises(ConfigError, match="fpl-fedheal combines the clients' weights by its own"):
+        RunConfig(algorithm="fpl-fedheal", aggregation="krum")
+    RunConfig(algorithm="fpl-fedheal", prototype_aggregation="centre-filter")  # this applies

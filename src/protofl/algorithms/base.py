@@ -235,6 +235,9 @@ class AlgorithmSpec:
     # whether its clients upload prototypes (what prototype_aggregation defends; a contract
     # test holds it equal to what a run sends)
     sends_prototypes: bool = False
+    # False where the algorithm combines the clients' weights by its own rule (FedHEAL), so
+    # RunConfig.aggregation would not apply and is refused
+    applies_weight_rule: bool = True
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """Build the frozen options, refusing unknown keys with a "did you mean"."""

@@ -185,7 +185,13 @@ def with_fedheal(inner: AlgorithmSpec, name: str, summary: str) -> AlgorithmSpec
         return healed
 
     return AlgorithmSpec(
-        name, config_class, factory, summary, inner.defaults, inner.sends_prototypes
+        name,
+        config_class,
+        factory,
+        summary,
+        inner.defaults,
+        inner.sends_prototypes,
+        applies_weight_rule=False,  # FedHEAL's combination replaces the run's weight rule
     )
 
 

@@ -244,6 +244,12 @@ def _check_algorithms(config: RunConfig) -> None:
     from protofl.algorithms import ALGORITHMS
 
     spec = ALGORITHMS.get(config.algorithm)
+    if config.aggregation != "mean" and not spec.applies_weight_rule:
+        raise ConfigError(
+            f"{config.algorithm} combines the clients' weights by its own rule, so "
+            f"aggregation={config.aggregation!r} would be ignored; use aggregation='mean' "
+            f"with {config.algorithm}, or the rule with an algorithm that applies it."
+        )
     if config.prototype_aggregation != "all" and not spec.sends_prototypes:
         senders = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sends_prototypes]
         raise ConfigError(
