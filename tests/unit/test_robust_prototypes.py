@@ -5,6 +5,7 @@ the class's aggregate much; every prototype algorithm gets it, the others refuse
 from __future__ import annotations
 
 import itertools
+import logging
 
 import pytest
 import torch
@@ -106,12 +107,18 @@ def poisoned_updates(liar_sends_poison: bool = True) -> list[ClientUpdate]:
 
 
 @pytest.mark.parametrize("name", ["fpl", "fedproto", "fedproc", "fedplvm", "fpl-fedheal"])
-def test_every_prototype_algorithm_gets_the_filter_through_its_server_step(name: str) -> None:
+def test_every_prototype_algorithm_gets_the_filter_through_its_server_step(
+    name: str, caplog: pytest.LogCaptureFixture
+) -> None:
     """FPL's FINCH clusters and the global means see the survivors: the same server
     prototypes as if the liar had not sent its poisoned prototype."""
     start = GlobalState(0, {"w": torch.zeros(1)})
     defended_context = AlgorithmContext(2, 3, 1, prototype_aggregation="centre-filter")
-    defended = aggregate_all(build_algorithm(name, {}, defended_context), start, poisoned_updates())
+    with caplog.at_level(logging.INFO, logger="protofl"):
+        defended = aggregate_all(
+            build_algorithm(name, {}, defended_context), start, poisoned_updates()
+        )
+    assert "centre-filter dropped 1 of 8 prototypes" in caplog.text
     clean_context = AlgorithmContext(2, 3, 1)
     clean = aggregate_all(build_algorithm(name, {}, clean_context), start, poisoned_updates(False))
     assert defended.prototypes is not None and clean.prototypes is not None

@@ -18,6 +18,7 @@ algorithm that needs every client's weights (FedHEAL) overrides
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -35,6 +36,8 @@ from protofl.errors import ConfigError
 from protofl.federation.aggregation import WeightCombiner, is_parameter_entry
 from protofl.federation.defences import RoundReference
 from protofl.federation.rules import make_combiner
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
 
@@ -64,9 +67,13 @@ class AlgorithmContext:
 
     def defend_prototypes(self, prototypes: Prototypes) -> Prototypes:
         """The clients' uploaded prototypes after the run's prototype defence."""
-        return defend_prototypes(
+        defended = defend_prototypes(
             prototypes, self.prototype_aggregation, self.num_classes, self.prototype_min_cosine
         )
+        if self.prototype_aggregation == "centre-filter" and len(defended) < len(prototypes):
+            dropped = len(prototypes) - len(defended)
+            logger.info("centre-filter dropped %d of %d prototypes", dropped, len(prototypes))
+        return defended
 
     def combiner(self, reference: RoundReference | None = None) -> WeightCombiner:
         """A fresh combiner for the run's weight rule; ``reference`` holds the round's
