@@ -36,8 +36,11 @@ from protofl.engine.backdoor import check_backdoor
 from protofl.engine.data import Federation, TestSet
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
+from protofl.engine.root_set import draw_root_set
 from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
+from protofl.federation.defences import bulyan_shortfall
+from protofl.federation.participation import participants
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.models.base import feature_model
@@ -308,6 +311,10 @@ def build_simulation(
             "malicious_clients": sorted(liars),
             **attack_facts(simulation.attack, len(ids), config.clients_per_round),
         }
+    if config.aggregation == "fltrust":
+        root, per_domain = draw_root_set(federation.clients, config.root_size, config.seed)
+        simulation.root_set = root
+        resolved = {**resolved, "root_set_per_domain": per_domain}  # what the server trains on
     options = config.algorithm_options.get(config.algorithm, {})
     config_class = ALGORITHMS.get(config.algorithm).make_config(options)
     resolved = {
@@ -338,8 +345,16 @@ def algorithm_for(
         weight_rule=config.aggregation,
         trim_fraction=config.trim_fraction,
         assumed_malicious=config.assumed_malicious,
+        clip_norm=config.clip_norm,
+        prototype_aggregation=config.prototype_aggregation,
+        prototype_min_cosine=config.prototype_min_cosine,
         seed=config.seed,
     )
+    if config.aggregation == "bulyan" and num_clients:  # refused before any round runs
+        per_round = participants(num_clients, config.clients_per_round)
+        problem = bulyan_shortfall(per_round, config.assumed_malicious)
+        if problem is not None:
+            raise ConfigError(problem)
     options = config.algorithm_options.get(config.algorithm, {})
     return build_algorithm(config.algorithm, options, context), feature_dim
 

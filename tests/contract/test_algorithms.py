@@ -92,8 +92,10 @@ class Recording:
     def __getattr__(self, name: str) -> Any:  # every other hook is the inner algorithm's
         return getattr(self.inner, name)
 
-    def start_aggregation(self, state: GlobalState) -> RecordedAggregation:
-        return RecordedAggregation(self.inner.start_aggregation(state), self.states)
+    def start_aggregation(
+        self, state: GlobalState, root: StateDict | None = None
+    ) -> RecordedAggregation:
+        return RecordedAggregation(self.inner.start_aggregation(state, root), self.states)
 
 
 class RecordedAggregation:
@@ -158,6 +160,9 @@ def test_client_state_stays_on_clients_and_server_state_on_the_server(
     sent_tensors += [t for u in recording.updates for t in u.weights.values()]
     private_ids = {id(t) for state in simulation.client_states.values() for t in state.values()}
     assert not private_ids & {id(t) for t in sent_tensors}
+    # what prototype_aggregation defends: the registry says who uploads prototypes
+    uploaded = any(u.prototypes is not None and len(u.prototypes) for u in recording.updates)
+    assert uploaded == ALGORITHMS.get(name).sends_prototypes
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -11,7 +11,9 @@ import torch
 
 from protofl import RunConfig, train_federated
 from protofl.config import WEIGHT_RULES
-from protofl.federation.aggregation import RULES, GeometricMedian, Krum, make_combiner
+from protofl.federation.aggregation import GeometricMedian, Krum
+from protofl.federation.defences import RoundReference
+from protofl.federation.rules import RULES, make_combiner
 
 from tiny_data import TinyNet, tiny_clients
 
@@ -90,8 +92,10 @@ def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
 
 def test_every_rule_the_config_accepts_is_built() -> None:
     assert set(RULES) == set(WEIGHT_RULES)
+    # norm-clip and fltrust measure updates from the round's start; fltrust needs the root
+    reference = RoundReference({"w": torch.zeros(1)}, root={"w": torch.ones(1)})
     for rule in RULES:
-        make_combiner(rule)
+        make_combiner(rule, reference=reference)
 
 
 @pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])

@@ -12,12 +12,8 @@ from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.base import aggregate_all
 from protofl.core.payloads import ClientUpdate, GlobalState
 from protofl.errors import ConfigError, PayloadError
-from protofl.federation.aggregation import (
-    CoordinateRule,
-    coordinate_median,
-    make_combiner,
-    trimmed_mean,
-)
+from protofl.federation.aggregation import CoordinateRule, coordinate_median, trimmed_mean
+from protofl.federation.rules import make_combiner
 
 from tiny_data import TinyNet, tiny_clients
 

@@ -23,18 +23,28 @@ from protofl.core.registry import Registry
 
 ALGORITHMS: Registry[AlgorithmSpec] = Registry("algorithm")
 ALGORITHMS.add("fedavg", AlgorithmSpec("fedavg", FedAvgConfig, FedAvg, "FedAvg (McMahan 2017)"))
-ALGORITHMS.add("fpl", AlgorithmSpec("fpl", FPLConfig, FPL, "FPL: CPCL + UPCR (Huang 2023)"))
+ALGORITHMS.add(
+    "fpl",
+    AlgorithmSpec("fpl", FPLConfig, FPL, "FPL: CPCL + UPCR (Huang 2023)", sends_prototypes=True),
+)
 ALGORITHMS.add("fedprox", AlgorithmSpec("fedprox", FedProxConfig, FedProx, "FedProx (Li 2020)"))
 ALGORITHMS.add("moon", AlgorithmSpec("moon", MOONConfig, MOON, "MOON (Li, He, Song 2021)"))
 ALGORITHMS.add("feddyn", AlgorithmSpec("feddyn", FedDynConfig, FedDyn, "FedDyn (Acar 2021)"))
 ALGORITHMS.add("fedopt", AlgorithmSpec("fedopt", FedOptConfig, FedOpt, "FedAdam (Reddi 2021)"))
-ALGORITHMS.add("fedproc", AlgorithmSpec("fedproc", FedProcConfig, FedProc, "FedProc (Mu 2021)"))
-ALGORITHMS.add("fedproto", AlgorithmSpec("fedproto", FedProtoConfig, FedProto, "FedProto+FedAvg"))
+ALGORITHMS.add(
+    "fedproc",
+    AlgorithmSpec("fedproc", FedProcConfig, FedProc, "FedProc (Mu 2021)", sends_prototypes=True),
+)
+ALGORITHMS.add(
+    "fedproto",
+    AlgorithmSpec("fedproto", FedProtoConfig, FedProto, "FedProto+FedAvg", sends_prototypes=True),
+)
 
 
 def _fpl_ablation(name: str, summary: str, **switches: Any) -> None:
     """Register FPL with some options switched by default (still overridable)."""
-    ALGORITHMS.add(name, AlgorithmSpec(name, FPLConfig, FPL, f"FPL ablation: {summary}", switches))
+    summary = f"FPL ablation: {summary}"
+    ALGORITHMS.add(name, AlgorithmSpec(name, FPLConfig, FPL, summary, switches, True))
 
 
 _fpl_ablation("fpl-cpcl-only", "CE + CPCL (Table 1)", upcr_weight=0.0)
@@ -49,8 +59,14 @@ ALGORITHMS.add(
 ALGORITHMS.add(
     "fedheal", with_fedheal(ALGORITHMS.get("fedavg"), "fedheal", "FedAvg + FedHEAL (Chen 2024)")
 )
-ALGORITHMS.add("fedplvm", AlgorithmSpec("fedplvm", FedPLVMConfig, FedPLVM, "FedPLVM (Wang 2024)"))
-ALGORITHMS.add("feddap", AlgorithmSpec("feddap", FedDAPConfig, FedDAP, "FedDAP (Le 2026)"))
+ALGORITHMS.add(
+    "fedplvm",
+    AlgorithmSpec("fedplvm", FedPLVMConfig, FedPLVM, "FedPLVM (Wang 2024)", sends_prototypes=True),
+)
+ALGORITHMS.add(
+    "feddap",
+    AlgorithmSpec("feddap", FedDAPConfig, FedDAP, "FedDAP (Le 2026)", sends_prototypes=True),
+)
 ALGORITHMS.add(
     "fpl-fedheal", with_fedheal(ALGORITHMS.get("fpl"), "fpl-fedheal", "FPL + FedHEAL server step")
 )

@@ -18,6 +18,7 @@ algorithm that needs every client's weights (FedHEAL) overrides
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -27,11 +28,16 @@ import torch
 from torch import nn
 
 from protofl.algorithms.hooks import ClientRound, ClientStart
+from protofl.algorithms.robust_prototypes import defend_prototypes
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.core.registry import unknown_name_message
 from protofl.core.validation import coerce
 from protofl.errors import ConfigError
-from protofl.federation.aggregation import WeightCombiner, is_parameter_entry, make_combiner
+from protofl.federation.aggregation import WeightCombiner, is_parameter_entry
+from protofl.federation.defences import RoundReference
+from protofl.federation.rules import make_combiner
+
+logger = logging.getLogger(__name__)
 
 WEIGHTS = "weights"  # the fold every algorithm has: the run's weight rule
 
@@ -48,16 +54,37 @@ class AlgorithmContext:
     parameter_names: frozenset[str] = frozenset()  # trainable entries of the state dict
     weight_rule: str = "mean"  # how client weights combine (RunConfig.aggregation)
     trim_fraction: float = 0.1  # per end, for trimmed-mean
-    assumed_malicious: float = 0.2  # for krum and multi-krum
+    assumed_malicious: float = 0.2  # for krum, multi-krum and bulyan
+    clip_norm: float = 0.0  # norm-clip's bound; 0: the median of the round's update norms
+    # the defence applied to uploaded prototypes (robust_prototypes.PROTOTYPE_RULES)
+    prototype_aggregation: str = "all"
+    prototype_min_cosine: float = 0.0  # centre-filter's least cosine to the class centre
     seed: int = 0  # the run's seed, for an algorithm's own random streams (derive_seed)
 
     def is_parameter(self, key: str, value: torch.Tensor) -> bool:
         """Whether a state-dict entry is a trained parameter (not a BatchNorm statistic)."""
         return is_parameter_entry(key, value, self.parameter_names)
 
-    def combiner(self) -> WeightCombiner:
-        """A fresh combiner for the run's weight rule."""
-        return make_combiner(self.weight_rule, self.trim_fraction, self.assumed_malicious)
+    def defend_prototypes(self, prototypes: Prototypes) -> Prototypes:
+        """The clients' uploaded prototypes after the run's prototype defence."""
+        defended = defend_prototypes(
+            prototypes, self.prototype_aggregation, self.num_classes, self.prototype_min_cosine
+        )
+        if self.prototype_aggregation == "centre-filter" and len(defended) < len(prototypes):
+            dropped = len(prototypes) - len(defended)
+            logger.info("centre-filter dropped %d of %d prototypes", dropped, len(prototypes))
+        return defended
+
+    def combiner(self, reference: RoundReference | None = None) -> WeightCombiner:
+        """A fresh combiner for the run's weight rule; ``reference`` holds the round's
+        starting weights, which the rules on updates (norm-clip) measure from."""
+        return make_combiner(
+            self.weight_rule,
+            self.trim_fraction,
+            self.assumed_malicious,
+            self.clip_norm,
+            reference,
+        )
 
 
 class RoundUpdates(Sequence[ClientUpdate]):
@@ -67,9 +94,15 @@ class RoundUpdates(Sequence[ClientUpdate]):
     (:meth:`Algorithm.weight_folds`); ``weights`` is the run's weight rule's result.
     """
 
-    def __init__(self, updates: Sequence[ClientUpdate], averages: Mapping[str, StateDict]) -> None:
+    def __init__(
+        self,
+        updates: Sequence[ClientUpdate],
+        averages: Mapping[str, StateDict],
+        defend: Callable[[Prototypes], Prototypes] | None = None,
+    ) -> None:
         self._updates = list(updates)
         self.averages = dict(averages)
+        self._defend = defend  # the run's prototype defence (AlgorithmContext)
 
     @property
     def weights(self) -> StateDict:
@@ -77,12 +110,17 @@ class RoundUpdates(Sequence[ClientUpdate]):
 
     @property
     def prototypes(self) -> Prototypes | None:
-        """Every client's uploaded prototypes in one set (None when nobody sent any).
+        """Every client's uploaded prototypes in one set, after the run's prototype defence
+        (None when nobody sent any). Every prototype algorithm's server step reads them here,
+        so the defence reaches all of them.
 
         Updates reach ``aggregate`` screened: malformed prototypes were already dropped.
         """
         parts = [u.prototypes for u in self if u.prototypes is not None and len(u.prototypes)]
-        return Prototypes.concat(parts) if parts else None
+        if not parts:
+            return None
+        joined = Prototypes.concat(parts)
+        return joined if self._defend is None else self._defend(joined)
 
     @overload
     def __getitem__(self, index: int) -> ClientUpdate: ...
@@ -114,8 +152,10 @@ class FoldingAggregation:
         state: GlobalState,
         folds: Mapping[str, WeightCombiner],
         finish: Callable[[GlobalState, RoundUpdates], GlobalState],
+        defend: Callable[[Prototypes], Prototypes] | None = None,
     ) -> None:
         self.state, self.folds, self.finish = state, dict(folds), finish
+        self.defend = defend
         self.kept: list[ClientUpdate] = []
 
     def add(self, update: ClientUpdate) -> None:
@@ -125,7 +165,7 @@ class FoldingAggregation:
 
     def result(self) -> GlobalState:
         averages = {name: combiner.result() for name, combiner in self.folds.items()}
-        return self.finish(self.state, RoundUpdates(self.kept, averages))
+        return self.finish(self.state, RoundUpdates(self.kept, averages, self.defend))
 
 
 class Algorithm:
@@ -155,12 +195,17 @@ class Algorithm:
     def start_client(self, start: ClientStart) -> ClientRound:
         return ClientRound()
 
-    def weight_folds(self) -> dict[str, WeightCombiner]:
-        """The running combinations of the clients' weights :meth:`aggregate` reads."""
-        return {WEIGHTS: self.context.combiner()}
+    def weight_folds(self, reference: RoundReference) -> dict[str, WeightCombiner]:
+        """The running combinations of the clients' weights :meth:`aggregate` reads;
+        ``reference`` holds the weights the round started from."""
+        return {WEIGHTS: self.context.combiner(reference)}
 
-    def start_aggregation(self, state: GlobalState) -> Aggregation:
-        return FoldingAggregation(state, self.weight_folds(), self.aggregate)
+    def start_aggregation(self, state: GlobalState, root: StateDict | None = None) -> Aggregation:
+        """One round's aggregation from ``state``; ``root`` is the server's own model trained
+        on its root set this round, for FLTrust (None otherwise)."""
+        reference = RoundReference(state.weights, root)
+        folds = self.weight_folds(reference)
+        return FoldingAggregation(state, folds, self.aggregate, self.context.defend_prototypes)
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         return GlobalState(state.round + 1, updates.weights)
@@ -194,6 +239,12 @@ class AlgorithmSpec:
     factory: AlgorithmFactory
     summary: str
     defaults: Mapping[str, Any] = field(default_factory=dict)  # e.g. an ablation's switches
+    # whether its clients upload prototypes (what prototype_aggregation defends; a contract
+    # test holds it equal to what a run sends)
+    sends_prototypes: bool = False
+    # False where the algorithm combines the clients' weights by its own rule (FedHEAL), so
+    # RunConfig.aggregation would not apply and is refused
+    applies_weight_rule: bool = True
 
     def make_config(self, options: Mapping[str, Any]) -> Any:
         """Build the frozen options, refusing unknown keys with a "did you mean"."""

@@ -40,6 +40,7 @@ from protofl.algorithms.losses import dynamic_regularizer
 from protofl.core.payloads import GlobalState, Prototypes, StateDict
 from protofl.errors import ConfigError
 from protofl.federation.aggregation import UniformMean, WeightCombiner
+from protofl.federation.defences import RoundReference
 
 LINEAR = "linear."  # client state: g_i per parameter
 SERVER = "h."  # server state: h per parameter entry
@@ -122,10 +123,10 @@ class FedDyn(Algorithm):
             )
         return FedDynClientRound(self.config.alpha, names, parameters, linear, anchors)
 
-    def weight_folds(self) -> dict[str, WeightCombiner]:
+    def weight_folds(self, reference: RoundReference) -> dict[str, WeightCombiner]:
         # h is built from the plain mean over arrived clients (the paper's Algorithm 1);
         # buffers keep the run's weight rule (FedAvg's sample-weighted mean by default)
-        return {**super().weight_folds(), UNIFORM: UniformMean()}
+        return {**super().weight_folds(reference), UNIFORM: UniformMean()}
 
     def aggregate(self, state: GlobalState, updates: RoundUpdates) -> GlobalState:
         alpha = self.config.alpha

@@ -45,6 +45,7 @@ from protofl.algorithms.fedheal_maths import fedheal_combine
 from protofl.algorithms.hooks import ClientRound, ClientStart
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.errors import ConfigError
+from protofl.federation.defences import RoundReference
 
 PREFIX = "fedheal."  # of FedHEAL's entries in GlobalState.tensors
 
@@ -84,7 +85,9 @@ class FedHEAL(Algorithm):
     def start_client(self, start: ClientStart) -> ClientRound:
         return self.inner.start_client(start)
 
-    def start_aggregation(self, state: GlobalState) -> HealingAggregation:
+    def start_aggregation(
+        self, state: GlobalState, root: StateDict | None = None
+    ) -> HealingAggregation:  # FedHEAL's own combination: no weight rule, so no root
         return HealingAggregation(self, state)
 
 
@@ -125,7 +128,7 @@ class HealingAggregation:
             }
             for i, cid in enumerate(ids)
         }
-        folds = owner.inner.weight_folds()
+        folds = owner.inner.weight_folds(RoundReference(state.weights))
         for update in self.updates:
             for name, combiner in folds.items():
                 if name != WEIGHTS:  # an inner algorithm's extra folds still see every client
@@ -133,7 +136,10 @@ class HealingAggregation:
         averages = {name: c.result() for name, c in folds.items() if name != WEIGHTS}
         kept = [dataclasses.replace(u, weights={}) for u in self.updates]
         inner_state = owner.inner.aggregate(
-            state, RoundUpdates(kept, {**averages, WEIGHTS: healed.weights})
+            state,
+            RoundUpdates(
+                kept, {**averages, WEIGHTS: healed.weights}, owner.context.defend_prototypes
+            ),
         )
         tensors = {k: v for k, v in inner_state.tensors.items() if not k.startswith(PREFIX)}
         tensors.update({k: v for k, v in stored.items() if k.startswith(PREFIX)})
@@ -178,7 +184,15 @@ def with_fedheal(inner: AlgorithmSpec, name: str, summary: str) -> AlgorithmSpec
         healed.name = name
         return healed
 
-    return AlgorithmSpec(name, config_class, factory, summary, inner.defaults)
+    return AlgorithmSpec(
+        name,
+        config_class,
+        factory,
+        summary,
+        inner.defaults,
+        inner.sends_prototypes,
+        applies_weight_rule=False,  # FedHEAL's combination replaces the run's weight rule
+    )
 
 
 def _combined_config(inner: type[Any]) -> type[Any]:

@@ -80,8 +80,13 @@ class RunConfig:
     clients_per_round: float = 1.0  # <= 1: fraction of all clients trained per round; > 1: count
     aggregation: str = "mean"  # how client weights combine (WEIGHT_RULES below)
     trim_fraction: float = 0.1  # trimmed-mean: share of clients dropped at each end
-    # krum, multi-krum: the share of clients the rule assumes may be malicious (f = floor(x K))
+    # krum, multi-krum, bulyan: the share of clients assumed malicious (f = floor(x K))
     assumed_malicious: float = 0.2
+    clip_norm: float = 0.0  # norm-clip: the bound M on each update's norm; 0: the round's median
+    root_size: int = 100  # fltrust: samples in the server's root set, drawn from training data
+    # prototype methods: all (as published), median or centre-filter (docs/defences.md)
+    prototype_aggregation: str = "all"
+    prototype_min_cosine: float = 0.0  # centre-filter: least cosine to the class's centre
     # robustness experiments (protofl.engine.attacks, docs/attacks.md): ATTACK_NAMES, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""
@@ -168,8 +173,18 @@ def _check_privacy(config: RunConfig) -> None:
         )
 
 
-# protofl.federation.aggregation.make_combiner (RULES there; a test holds them equal)
-WEIGHT_RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median")
+# protofl.federation.rules.make_combiner (RULES there; a test holds them equal)
+WEIGHT_RULES = (
+    "mean",
+    "median",
+    "trimmed-mean",
+    "krum",
+    "multi-krum",
+    "geometric-median",
+    "bulyan",
+    "norm-clip",
+    "fltrust",
+)
 
 
 def _check_aggregation(config: RunConfig) -> None:
@@ -180,11 +195,33 @@ def _check_aggregation(config: RunConfig) -> None:
     if not 0 <= config.trim_fraction < 0.5:
         raise ConfigError(f"trim_fraction must lie in [0, 0.5); got {config.trim_fraction}.")
     _check_attack(config)
+    if not (math.isfinite(config.clip_norm) and config.clip_norm >= 0):
+        raise ConfigError(
+            f"clip_norm must be >= 0 (0: the median of the round's update norms); got "
+            f"{config.clip_norm}."
+        )
+    if config.root_size < 1:
+        raise ConfigError(
+            f"root_size must be >= 1 (FLTrust's paper uses 100); got {config.root_size}."
+        )
+    if config.prototype_aggregation not in PROTOTYPE_RULES:
+        raise ConfigError(
+            unknown_name_message(
+                "prototype_aggregation", config.prototype_aggregation, list(PROTOTYPE_RULES)
+            )
+        )
+    if not (math.isfinite(config.prototype_min_cosine) and -1 <= config.prototype_min_cosine <= 1):
+        raise ConfigError(
+            f"prototype_min_cosine must lie in [-1, 1]; got {config.prototype_min_cosine}."
+        )
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(
             f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."
         )
 
+
+# protofl.algorithms.robust_prototypes.PROTOTYPE_RULES (a test holds them equal)
+PROTOTYPE_RULES = ("all", "median", "centre-filter")
 
 # protofl.engine.attacks.ATTACKS; a test holds them equal
 ATTACK_NAMES = (
@@ -252,7 +289,20 @@ def _check_algorithms(config: RunConfig) -> None:
     # imported here: the registry pulls in torch, which config itself does not need
     from protofl.algorithms import ALGORITHMS
 
-    ALGORITHMS.get(config.algorithm)
+    spec = ALGORITHMS.get(config.algorithm)
+    if config.aggregation != "mean" and not spec.applies_weight_rule:
+        raise ConfigError(
+            f"{config.algorithm} combines the clients' weights by its own rule, so "
+            f"aggregation={config.aggregation!r} would be ignored; use aggregation='mean' "
+            f"with {config.algorithm}, or the rule with an algorithm that applies it."
+        )
+    if config.prototype_aggregation != "all" and not spec.sends_prototypes:
+        senders = [n for n in ALGORITHMS.names() if ALGORITHMS.get(n).sends_prototypes]
+        raise ConfigError(
+            f"prototype_aggregation={config.prototype_aggregation!r} defends the prototypes "
+            f"clients upload, and {config.algorithm} uploads none; use it with one of "
+            f"{', '.join(senders)}, or a weight rule (aggregation) for {config.algorithm}."
+        )
     for section, options in config.algorithm_options.items():
         if section not in ALGORITHMS:
             raise ConfigError(unknown_name_message("algorithm", section, ALGORITHMS.names()))

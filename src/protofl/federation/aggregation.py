@@ -5,14 +5,15 @@ mean/var -- are combined with the given rule. Integer entries -- BatchNorm's
 ``num_batches_tracked`` -- are combined too and rounded to the nearest integer, keeping their
 dtype, so a counter never turns into a float (other frameworks hand back 1.75 here).
 
-Weight rules (``RunConfig.aggregation``): ``mean`` (FedAvg's sample-weighted mean, folded as
-updates arrive, bounded memory), ``krum`` and ``multi-krum`` (Blanchard et al., NeurIPS
-2017), ``geometric-median`` (RFA; Weiszfeld), ``median`` (coordinate-wise) and
-``trimmed-mean``
-(coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest values),
-the two robust rules of Yin et al., "Byzantine-Robust Distributed Learning", ICML 2018.
-The robust rules ignore sample counts (a client cannot buy influence by claiming more
-samples) and must keep every client's state until the round ends.
+Weight rules (``RunConfig.aggregation``, built by :func:`protofl.federation.rules.make_combiner`):
+``mean`` (FedAvg's sample-weighted mean, folded as updates arrive, bounded memory), ``krum``
+and ``multi-krum`` (Blanchard et al., NeurIPS 2017), ``geometric-median`` (RFA; Weiszfeld),
+``median`` (coordinate-wise) and ``trimmed-mean`` (coordinate-wise mean after dropping the
+``trim_fraction`` largest and smallest values), the two robust rules of Yin et al.,
+"Byzantine-Robust Distributed Learning", ICML 2018; Bulyan, norm clipping and FLTrust are in
+:mod:`protofl.federation.defences`. The robust rules ignore sample counts (a client cannot
+buy influence by claiming more samples) and must keep every client's state until the round
+ends.
 """
 
 from __future__ import annotations
@@ -178,26 +179,6 @@ def trimmed_mean(stacked: torch.Tensor, fraction: float) -> torch.Tensor:
     if count - 2 * cut < 1:
         raise PayloadError(f"trimmed-mean with fraction {fraction} leaves no client of {count}.")
     return stacked.sort(dim=0).values[cut : count - cut].mean(dim=0)
-
-
-def make_combiner(
-    rule: str, trim_fraction: float = 0.1, assumed_malicious: float = 0.2
-) -> WeightCombiner:
-    """A fresh combiner for a weight rule (names checked when the config is built)."""
-    if rule == "mean":
-        return SampleMean()
-    if rule == "median":
-        return CoordinateRule(None)
-    if rule == "trimmed-mean":
-        return CoordinateRule(trim_fraction)
-    if rule in ("krum", "multi-krum"):
-        return Krum(assumed_malicious, multi=rule == "multi-krum")
-    if rule == "geometric-median":
-        return GeometricMedian()
-    raise PayloadError(f"unknown weight rule {rule!r}; expected one of {', '.join(RULES)}.")
-
-
-RULES = ("mean", "median", "trimmed-mean", "krum", "multi-krum", "geometric-median")
 
 
 class KeptStates:

@@ -26,6 +26,7 @@ from protofl.engine.data import ClientData, Federation, TestSet
 from protofl.engine.evaluate import evaluate, evaluate_personal, evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.engine.root_set import root_weights
 from protofl.engine.round_attacks import ROUND_ATTACKS, crafted_round
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
@@ -54,6 +55,8 @@ class Simulation:
     client_states: dict[str, StateDict] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     attack: Attack = NO_ATTACK  # malicious clients for robustness runs; the server is not told
+    # FLTrust: the server's root set, trained on each round before aggregation (None: no root)
+    root_set: ClientData | None = None
 
     def __post_init__(self) -> None:
         self._warned = False
@@ -202,7 +205,7 @@ class Simulation:
         as it arrives; set the new state. Returns the kept updates without their weights (for
         the round's record) and ``{client: why}`` for what was refused. An attack that reads
         the round's honest updates (ROUND_ATTACKS) holds every update of the round first."""
-        aggregation = self.algorithm.start_aggregation(self.state)
+        aggregation = self.algorithm.start_aggregation(self.state, self._root_weights(message))
         kept: list[ClientUpdate] = []
         rejected: dict[str, str] = {}
         updates: Iterable[ClientUpdate] = self._trained(message, observer)
@@ -232,6 +235,26 @@ class Simulation:
             yield self._train_client(index, clients[index], message)
             if observer is not None:
                 observer.client_finished(message.round, clients[index].client_id)
+
+    def _root_weights(self, message: ServerMessage) -> StateDict | None:
+        """FLTrust's server model for this round, trained on the root set from the message's
+        weights with FedAvg's plain cross-entropy hooks (the paper's server is a plain
+        learner; an algorithm's own terms need its clients' state and prototypes)."""
+        if self.root_set is None:
+            return None
+        plain = Algorithm(None, self.algorithm.context)
+        unused = len(self.federation.clients)  # no client has this index, so no seed is shared
+        return root_weights(
+            plain,
+            self._worker,
+            self.root_set,
+            message,
+            self.local,
+            self.seed,
+            unused,
+            self.precision,
+            self._forward,
+        )
 
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
