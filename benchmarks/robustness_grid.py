@@ -45,9 +45,10 @@ DEFENCES: dict[str, tuple[str, ...]] = {
     "norm-clip": ("aggregation=norm-clip",),
     "fltrust": ("aggregation=fltrust",),
     "prototype-median": ("prototype_aggregation=median",),
+    "prototype-filter": ("prototype_aggregation=centre-filter",),
 }
 PROTOTYPE_ONLY_ATTACKS = {"prototype-poison"}
-PROTOTYPE_ONLY_DEFENCES = {"prototype-median"}
+PROTOTYPE_ONLY_DEFENCES = {"prototype-median", "prototype-filter"}
 NO_PROTOTYPES = {"fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedbn", "fedheal"}
 
 

@@ -20,6 +20,8 @@ figure read from ``benchmarks/results/``:
 - ``{{ json FILE KEY.KEY... [FORMAT] }}``: any value of any JSON file under benchmarks/results
   (FORMAT a Python format spec, or ``pct`` for a fraction in percent);
 - ``{{ seconds RUN FIRST LAST }}``: the median seconds a round took in rounds FIRST..LAST;
+- ``{{ metric RUN ROUND KEY.KEY [FORMAT] }}``: one figure of one round of a run folder;
+- ``{{ include FILE }}``: a text file under benchmarks/results as it is (a script's table);
 - ``{{ command DIR }}``, ``{{ machine DIR }}``: how the table was made, and where.
 
 ``docs/cli.md`` is generated from the command line's parser and ``RunConfig``'s fields.
@@ -201,6 +203,30 @@ def round_seconds(run: str, first: str, last: str) -> str:
     return f"{statistics.median(chosen):.1f}"
 
 
+def round_metric(run: str, round_: str, keys: str, form: str = "pct") -> str:
+    """One figure of one round of a run folder's metrics.jsonl (``pct``: a fraction in %)."""
+    path = RESULTS / run / "metrics.jsonl"
+    if not path.is_file():
+        raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
+    rounds = {r["round"]: r for r in map(json.loads, path.read_text().splitlines())}
+    if int(round_) not in rounds:
+        raise TemplateError(f"{run} has no round {round_}")
+    value: Any = rounds[int(round_)]
+    for key in keys.split("."):
+        if key not in value:
+            raise TemplateError(f"{run} round {round_} has no {keys!r}")
+        value = value[key]
+    return f"{100 * value:.1f}" if form == "pct" else format(value, form)
+
+
+def include(file: str) -> str:
+    """A results file's text as it is (a table a benchmark script wrote)."""
+    path = RESULTS / file
+    if not path.is_file():
+        raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
+    return path.read_text().strip()
+
+
 def command(directory: str) -> str:
     return str(load(directory)["meta"]["command"])
 
@@ -219,6 +245,8 @@ KINDS: dict[str, Callable[..., str]] = {
     "round": round_value,
     "json": json_value,
     "seconds": round_seconds,
+    "include": include,
+    "metric": round_metric,
     "command": command,
     "machine": machine,
 }
