@@ -445,13 +445,20 @@ def test_from_outside_only_the_fleet_api_answers(
         assert done.returncode != 0, f"a stranger could {what}:\n{done.stdout}{done.stderr}"
     # ... and every Control and Runtime route, called by hand, is refused by the gate.
     context = ssl.create_default_context(cafile=str(deployment.certs["ca"]))
+    protobuf = {"content-type": "application/protobuf"}
     for path in [*sorted(control_and_runtime_paths()), "/v1/fleet/../control/list-runs"]:
         connection = http.client.HTTPSConnection(OUTSIDE, deployment.gate_port, context=context)
-        connection.request("POST", path, body=b"", headers={"content-type": "application/protobuf"})
+        connection.request("POST", path, body=b"", headers=protobuf)
         assert connection.getresponse().status == 403, path
         connection.close()
     # None of them reached the SuperLink (its access log names every Control call it gets).
     assert deployment.log("superlink").count("/v1/control/") == control_calls
+    # On the host itself the Runtime API wants the SuperExec secret (process isolation), so
+    # a stray `flower-superexec` there cannot take a ServerApp; the Control API does not.
+    inside = http.client.HTTPSConnection("127.0.0.1", deployment.link_port, context=context)
+    inside.request("POST", "/v1/runtime/acquire-task", body=b"", headers=protobuf)
+    assert inside.getresponse().status == 401
+    inside.close()
 
     # The operator, on the SuperLink's host, runs the federation; node0 trains through the gate.
     listing = deployment.flwr(operator, "supernode", "list", "--format", "json")
