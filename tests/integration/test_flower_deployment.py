@@ -152,6 +152,29 @@ def test_the_gate_command_refuses_to_face_the_network_without_tls(
     assert "expected HOST:PORT" in capsys.readouterr().err
 
 
+def test_a_key_other_accounts_can_read_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from protofl.errors import ConfigError
+    from protofl.flower.cli import main
+    from protofl.flower.preflight import check_private_key, load_node_key
+
+    public = write_node_key(tmp_path / "keys" / "node0")
+    key = public.with_suffix("")
+    load_node_key(key)  # 0600, as ssh-keygen writes it
+    for mode in (0o644, 0o640, 0o604):
+        key.chmod(mode)
+        with pytest.raises(ConfigError, match=rf"mode 0{mode:o}.*chmod 600 {key}"):
+            check_private_key(key)
+    # The gate refuses to serve with such a TLS key, before binding anything.
+    arguments = ["gate", "--listen", "127.0.0.1:1", "--superlink", "127.0.0.1:2"]
+    assert main([*arguments, "--ssl-certfile", str(public), "--ssl-keyfile", str(key)]) == 2
+    assert f"chmod 600 {key}" in capsys.readouterr().err
+    public.chmod(0o600)  # past the permission check: the format is what is wrong here
+    with pytest.raises(ConfigError, match="not an unencrypted OpenSSH private key"):
+        load_node_key(public)  # a public key where the private one belongs
+
+
 # ---- the real deployment -------------------------------------------------------------------------
 
 
@@ -459,6 +482,21 @@ def test_from_outside_only_the_fleet_api_answers(
     inside.request("POST", "/v1/runtime/acquire-task", body=b"", headers=protobuf)
     assert inside.getresponse().status == 401
     inside.close()
+
+    # `protofl flower check-node` tells a node's owner what Flower would accept silently.
+    from protofl.flower.preflight import check_node
+
+    ca = str(deployment.certs["ca"])
+    gate = f"{OUTSIDE}:{deployment.gate_port}"
+    checked = check_node(
+        gate, root_certificates=ca, insecure=False, private_key=str(node_key.with_suffix(""))
+    )
+    assert all(finding.ok for finding in checked), checked
+    [*_, mismatch] = check_node(gate, root_certificates=None, insecure=True, private_key=None)
+    assert not mismatch.ok and "speaks TLS" in mismatch.message
+    link = f"127.0.0.1:{deployment.link_port}"  # the SuperLink's own port, as before the gate
+    [*_, exposed] = check_node(link, root_certificates=ca, insecure=False, private_key=None)
+    assert not exposed.ok and "Control API" in exposed.message
 
     # The operator, on the SuperLink's host, runs the federation; node0 trains through the gate.
     listing = deployment.flwr(operator, "supernode", "list", "--format", "json")

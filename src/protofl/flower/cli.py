@@ -61,12 +61,25 @@ def add_gate_command(actions: Any) -> None:
         action="store_true",
         help="serve plain HTTP to the SuperNodes (loopback trials only)",
     )
+    check = actions.add_parser(
+        "check-node",
+        help="check a SuperNode's key and SuperLink address before starting it",
+        description="Take the arguments you give flower-supernode and report what Flower "
+        "1.41 would accept silently: a key other accounts can read, --insecure against a TLS "
+        "SuperLink (retries forever), an address that also serves the Control API.",
+    )
+    check.add_argument("--superlink", required=True, help="HOST:PORT, as for flower-supernode")
+    check.add_argument("--root-certificates", help="the CA certificate (ca.crt)")
+    check.add_argument("--insecure", action="store_true", help="as for flower-supernode")
+    check.add_argument("--auth-supernode-private-key", help="the node's private key")
 
 
 def run_flower_command(args: argparse.Namespace) -> int:
     """Handle ``protofl flower ...``; returns the exit status."""
     if args.flower_command == "gate":
         return run_gate_command(args)
+    if args.flower_command == "check-node":
+        return run_check_node_command(args)
     from protofl.config import parse_assignments
     from protofl.config.arguments import config_from_args
     from protofl.flower.project import write_app
@@ -114,6 +127,25 @@ def run_gate_command(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_check_node_command(args: argparse.Namespace) -> int:
+    """Print one line per check; 1 when any fails, 2 on a bad argument."""
+    from protofl.flower.preflight import check_node
+
+    try:
+        findings = check_node(
+            args.superlink,
+            root_certificates=args.root_certificates,
+            insecure=args.insecure,
+            private_key=args.auth_supernode_private_key,
+        )
+    except ProtoflError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for finding in findings:
+        print(f"{'ok' if finding.ok else 'PROBLEM'}: {finding.message}")
+    return 0 if all(finding.ok for finding in findings) else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from protofl.errors import ConfigError
+from protofl.flower.preflight import check_private_key
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,8 @@ def serve_gate(
     link_host, link_port = split_address(superlink, "--superlink")
     if (ssl_certfile is None) != (ssl_keyfile is None):
         raise ConfigError("--ssl-certfile and --ssl-keyfile go together; give both or neither")
+    if ssl_keyfile is not None:
+        check_private_key(ssl_keyfile, "--ssl-keyfile")
     if not _is_loopback(link_host):
         logger.warning(
             "the SuperLink address %s is not a loopback address: anyone who reaches it there "
