@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -463,9 +464,14 @@ def test_from_outside_only_the_fleet_api_answers(
         "list runs": ["ls"],
         "submit a run": ["run", str(app)],
     }
-    for what, args in attempts.items():
-        done = deployment.flwr(stranger, *args)
-        assert done.returncode != 0, f"a stranger could {what}:\n{done.stdout}{done.stderr}"
+    # All at once: each `flwr` spends seconds importing, and they do not depend on each other.
+    with ThreadPoolExecutor(len(attempts)) as pool:
+        runs = pool.map(lambda arguments: deployment.flwr(stranger, *arguments), attempts.values())
+        done = dict(zip(attempts, runs, strict=True))
+    for what, result in done.items():
+        output = result.stdout + result.stderr
+        assert result.returncode != 0, f"a stranger could {what}:\n{output}"
+        assert "403 Forbidden" in output, f"{what} failed, but not at the gate:\n{output}"
     # ... and every Control and Runtime route, called by hand, is refused by the gate.
     context = ssl.create_default_context(cafile=str(deployment.certs["ca"]))
     protobuf = {"content-type": "application/protobuf"}

@@ -52,6 +52,8 @@ _NOT_FORWARDED = frozenset(
         "content-encoding",
     }
 )
+# uvicorn writes its own; the SuperLink's copies would only duplicate them.
+_NOT_RETURNED = _NOT_FORWARDED | {"date", "server"}
 REFUSAL = b"refused by the protofl fleet gate: only SuperNode (Fleet API) calls pass\n"
 
 
@@ -111,7 +113,7 @@ class FleetGate:
         out = [
             (name.encode("latin-1"), value.encode("latin-1"))
             for name, value in reply.headers.multi_items()
-            if name.lower() not in _NOT_FORWARDED
+            if name.lower() not in _NOT_RETURNED
         ]
         await _respond(send, reply.status_code, reply.content, out)
 
