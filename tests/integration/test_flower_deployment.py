@@ -292,6 +292,8 @@ class SafeDeployment(Deployment):
             "flower-superlink",
             *tls,
             "--enable-supernode-auth",
+            "--database",  # as section 3 says: registrations then survive a restart
+            str(self.root / "superlink.db"),
             "--isolation",
             "process",
             "--superexec-auth-secret-file",
