@@ -19,6 +19,7 @@ import importlib.util
 import ipaddress
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -278,7 +279,7 @@ class SafeDeployment(Deployment):
         self.secret.write_bytes(os.urandom(32))
         self.secret.chmod(0o600)
 
-    def start_safe_superlink(self) -> None:
+    def start_superlink_alone(self) -> None:
         tls = [
             "--ssl-ca-certfile",
             str(self.certs["ca"]),
@@ -304,6 +305,14 @@ class SafeDeployment(Deployment):
             str(self.link_port),
         )
         self.wait_healthy()
+
+    def restart_superlink(self) -> None:
+        self.kill("superlink", signal.SIGTERM)
+        self.processes["superlink"].wait(timeout=30)
+        self.start_superlink_alone()
+
+    def start_safe_superlink(self) -> None:
+        self.start_superlink_alone()
         self.start(
             "superexec",
             "flower-superexec",
@@ -506,12 +515,15 @@ def test_from_outside_only_the_fleet_api_answers(
     [*_, exposed] = check_node(link, root_certificates=ca, insecure=False, private_key=None)
     assert not exposed.ok and "Control API" in exposed.message
 
-    # The operator, on the SuperLink's host, runs the federation; node0 trains through the gate.
+    # Restarted on its --database, the SuperLink still knows node0's key and node id; node0
+    # and the operator's SuperExec reconnect by themselves (nothing else is restarted).
+    deployment.restart_superlink()
     listing = deployment.flwr(operator, "supernode", "list", "--format", "json")
     assert node_ids(listing.stdout) == [node]  # not unregistered, and no stranger's key
     # A SuperNode with an unregistered key is turned away through the gate (and exits).
     intruder = deployment.processes["intruder"].poll()
     assert intruder not in (None, 0), deployment.log("intruder")[-2000:]
+    # The operator, on the SuperLink's host, runs the federation; node0 trains through the gate.
     done = deployment.flwr(operator, "run", str(app), "--stream", timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rounds = read_metrics(tmp_path / "results")
