@@ -18,7 +18,8 @@ figure read from ``benchmarks/results/``:
   ``seeds_for_power``, ``mean``);
 - ``{{ round DIR METHOD SEED ROUND }}``: AVG of one seed's run in one round;
 - ``{{ json FILE KEY.KEY... [FORMAT] }}``: any value of any JSON file under benchmarks/results
-  (FORMAT a Python format spec, or ``pct`` for a fraction in percent);
+  (FORMAT a Python format spec, or ``pct`` for a fraction in percent; ``~`` in a key is a
+  space);
 - ``{{ seconds RUN FIRST LAST }}``: the median seconds a round took in rounds FIRST..LAST;
 - ``{{ metric RUN ROUND KEY.KEY [FORMAT] }}``: one figure of one round of a run folder;
 - ``{{ include FILE }}``: a text file under benchmarks/results as it is (a script's table);
@@ -181,7 +182,7 @@ def json_value(file: str, keys: str, form: str = "") -> str:
     if not path.is_file():
         raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
     value: Any = json.loads(path.read_text())
-    for key in keys.split("."):
+    for key in keys.replace("~", " ").split("."):  # "~" stands for a space inside a key
         try:
             value = value[int(key)] if isinstance(value, list) else value[key]
         except (KeyError, IndexError, ValueError) as missing:
