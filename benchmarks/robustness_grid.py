@@ -232,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--malicious-fraction", type=float, default=0.2)
     parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument(
+        "--summarise-only", action="store_true", help="tabulate the finished runs, start none"
+    )
     args = parser.parse_args(own)
     unknown = sorted(set(args.defences.split(",")) - set(DEFENCES))
     if unknown:
@@ -245,10 +248,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     cells = [c for c in every if exists(c)]
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outcomes = list(pool.map(
-            lambda c: run_cell(c, args.out, args.malicious_fraction, passthrough), cells
-        ))  # fmt: skip
+    if args.summarise_only:
+        outcomes = ["kept" if finished(args.out / "runs" / c.name) else "not run" for c in cells]
+    else:
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            outcomes = list(pool.map(
+                lambda c: run_cell(c, args.out, args.malicious_fraction, passthrough), cells
+            ))  # fmt: skip
     for cell, outcome in zip(cells, outcomes, strict=True):
         print(f"{cell.name}: {outcome}")
     meta = {
@@ -259,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "wall_seconds": time.perf_counter() - started,
         "left_out": [c.name for c in every if not exists(c)],
         "failed": [c.name for c, o in zip(cells, outcomes, strict=True) if o.startswith("failed")],
+        "not_run": [c.name for c, o in zip(cells, outcomes, strict=True) if o == "not run"],
     }
     rows = summarise(cells, args.out)
     (args.out / "robustness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
