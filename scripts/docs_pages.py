@@ -22,6 +22,8 @@ figure read from ``benchmarks/results/``:
   space);
 - ``{{ seconds RUN FIRST LAST }}``: the median seconds a round took in rounds FIRST..LAST;
 - ``{{ metric RUN ROUND KEY.KEY [FORMAT] }}``: one figure of one round of a run folder;
+- ``{{ robust DIR ALGORITHM ATTACK DEFENCE [avg|asr|domain:NAME] }}``: one cell of a
+  robustness grid (``benchmarks/robustness_grid.py``);
 - ``{{ include FILE }}``: a text file under benchmarks/results as it is (a script's table);
 - ``{{ command DIR }}``, ``{{ machine DIR }}``: how the table was made, and where.
 
@@ -220,6 +222,34 @@ def round_metric(run: str, round_: str, keys: str, form: str = "pct") -> str:
     return f"{100 * value:.1f}" if form == "pct" else format(value, form)
 
 
+def robust(directory: str, algorithm: str, attack: str, defence: str, what: str = "avg") -> str:
+    """One cell of a robustness grid (``robustness.json``): ``avg``, ``asr`` (the backdoor's
+    success rate) or ``domain:NAME``, as ``mean ± std`` over its seeds."""
+    path = RESULTS / directory / "robustness.json"
+    if not path.is_file():
+        raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
+    rows = json.loads(path.read_text())["rows"]
+    found = [
+        r
+        for r in rows
+        if (r["algorithm"], r["attack"], r["defence"]) == (algorithm, attack, defence)
+    ]
+    if not found:
+        raise TemplateError(f"{directory} has no cell {algorithm} / {attack} / {defence}")
+    row = found[0]
+    if what == "avg":
+        value = row["avg"]
+    elif what == "asr":
+        value = row["attack_success_rate"]
+    elif what.startswith("domain:"):
+        value = row["per_domain"].get(what.removeprefix("domain:"))
+    else:
+        raise TemplateError(f"robust: unknown figure {what!r} (avg, asr, domain:NAME)")
+    if value is None:
+        raise TemplateError(f"{directory}: {algorithm} / {attack} / {defence} has no {what}")
+    return mean_std(value)
+
+
 def include(file: str) -> str:
     """A results file's text as it is (a table a benchmark script wrote)."""
     path = RESULTS / file
@@ -247,6 +277,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "json": json_value,
     "seconds": round_seconds,
     "include": include,
+    "robust": robust,
     "metric": round_metric,
     "command": command,
     "machine": machine,
