@@ -223,7 +223,7 @@ def _check_aggregation(config: RunConfig) -> None:
 # protofl.algorithms.robust_prototypes.PROTOTYPE_RULES (a test holds them equal)
 PROTOTYPE_RULES = ("all", "median", "centre-filter")
 
-# protofl.engine.attacks.ATTACKS; a test holds them equal
+# every attack protofl.engine.attacks carries out (it imports this list)
 ATTACK_NAMES = (
     "label-flip",
     "sign-flip",

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from protofl.algorithms import Algorithm
+from protofl.config import ATTACK_NAMES
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, StateDict
 from protofl.core.seeding import derive_seed, torch_generator
 from protofl.engine.client import run_client_round
@@ -48,17 +49,7 @@ from protofl.federation.participation import participants
 
 logger = logging.getLogger(__name__)
 
-# config.ATTACK_NAMES; a test holds them equal
-ATTACKS = (
-    "label-flip",
-    "sign-flip",
-    "noise",
-    "alie",
-    "min-max",
-    "min-sum",
-    "backdoor",
-    "prototype-poison",
-)
+ATTACKS = ATTACK_NAMES  # the one list, in config (checked there without importing torch)
 POISONING = ("sign-flip", "noise")  # the attacks that change the update sent
 
 
