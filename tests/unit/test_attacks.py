@@ -75,6 +75,18 @@ def test_label_flip_maps_y_to_c_minus_1_minus_y_without_touching_the_others() ->
     assert torch.equal(honest.source.labels, federation.clients[0].source.labels)
 
 
+def test_pair_label_flip_maps_each_class_to_the_next() -> None:
+    clients, tests = tiny_clients(per_client=24)
+    federation = federation_from_arrays(clients, tests, None, False)
+    honest = federation.clients[0]
+    liar = flipped_labels(honest, 4, "label-flip-pair")
+    by_hand = torch.tensor([{0: 1, 1: 2, 2: 3, 3: 0}[int(y)] for y in honest.source.labels])
+    assert torch.equal(liar.source.labels, by_hand)
+    assert liar.source.inputs is honest.source.inputs
+    with pytest.raises(ValueError, match="not a label flip"):
+        flipped_labels(honest, 4, "sign-flip")
+
+
 def test_attack_settings_are_checked() -> None:
     from protofl.config import config_from_dict, parse_assignments
 

@@ -226,6 +226,7 @@ PROTOTYPE_RULES = ("all", "median", "centre-filter")
 # every attack protofl.engine.attacks carries out (it imports this list)
 ATTACK_NAMES = (
     "label-flip",
+    "label-flip-pair",
     "sign-flip",
     "noise",
     "alie",
@@ -235,7 +236,14 @@ ATTACK_NAMES = (
     "prototype-poison",
 )
 # the attacks that have no attack_strength
-NO_STRENGTH = ("label-flip", "min-max", "min-sum", "backdoor", "prototype-poison")
+NO_STRENGTH = (
+    "label-flip",
+    "label-flip-pair",
+    "min-max",
+    "min-sum",
+    "backdoor",
+    "prototype-poison",
+)
 
 
 def _check_attack(config: RunConfig) -> None:

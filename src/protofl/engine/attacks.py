@@ -5,6 +5,8 @@ picks the liars; the run records them in ``config.json``, the server is not told
 
 - ``label-flip``: the client trains on flipped labels, ``y -> C - 1 - y`` (symmetric flip;
   Tolpegin et al., ESORICS 2020, among others), and reports honestly otherwise;
+  ``label-flip-pair`` flips each class to the next one, ``y -> (y + 1) mod C`` (the pair flip
+  of the noisy-label literature, as MarsFL's PairFlip);
 - ``sign-flip``: it sends ``g - s (w - g)`` instead of its trained weights ``w`` (``g`` the
   global weights it received, ``s`` the ``attack_strength``): its update reversed and scaled;
 - ``noise``: it sends ``g + N(0, s^2)`` per coordinate, a random-noise model;
@@ -114,10 +116,20 @@ def attack_facts(attack: Attack, clients: int, per_round: float) -> dict[str, fl
     return {"alie_z": z}
 
 
-def flipped_labels(client: ClientData, num_classes: int) -> ClientData:
-    """The client with its labels flipped (``C - 1 - y``); its inputs are shared, not copied."""
-    source = TensorSet(client.source.inputs, num_classes - 1 - client.source.labels)
-    return dataclasses.replace(client, source=source)
+LABEL_FLIPS = ("label-flip", "label-flip-pair")  # the attacks that only relabel the data
+
+
+def flipped_labels(client: ClientData, num_classes: int, how: str = "label-flip") -> ClientData:
+    """The client with its labels flipped, ``C - 1 - y`` (``label-flip``) or ``(y + 1) mod C``
+    (``label-flip-pair``); its inputs are shared, not copied."""
+    labels = client.source.labels
+    if how == "label-flip-pair":
+        flipped = (labels + 1) % num_classes
+    elif how == "label-flip":
+        flipped = num_classes - 1 - labels
+    else:
+        raise ValueError(f"not a label flip: {how!r}")
+    return dataclasses.replace(client, source=TensorSet(client.source.inputs, flipped))
 
 
 def shifted_prototypes(prototypes: Prototypes, num_classes: int) -> Prototypes:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from protofl.config import RunConfig
 from protofl.core.payloads import ClientUpdate, ServerMessage
 from protofl.engine.attacks import (
+    LABEL_FLIPS,
     Attack,
     check_prototype_poison,
     flipped_labels,
@@ -77,8 +78,8 @@ def armed(setup: ClientSetup, node_config: Mapping[str, Any]) -> ClientSetup:
     if attack is None:
         return setup
     data = setup.data
-    if attack.name == "label-flip":
-        data = flipped_labels(data, setup.num_classes)
+    if attack.name in LABEL_FLIPS:
+        data = flipped_labels(data, setup.num_classes, attack.name)
     if attack.name == "backdoor":
         check_backdoor(data.source.inputs, attack.backdoor_target, setup.num_classes)
         data = backdoored(data, attack.backdoor_target, attack.backdoor_fraction, setup.seed)

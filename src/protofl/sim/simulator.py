@@ -19,7 +19,7 @@ from torch import nn
 from protofl.algorithms.base import Algorithm
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import Observer, RoundRecord
-from protofl.engine.attacks import NO_ATTACK, Attack, flipped_labels, poisoned
+from protofl.engine.attacks import LABEL_FLIPS, NO_ATTACK, Attack, flipped_labels, poisoned
 from protofl.engine.backdoor import attack_success_rate, backdoored, triggered_test_sets
 from protofl.engine.client import copy_state, run_client_round
 from protofl.engine.data import ClientData, Federation, TestSet
@@ -259,8 +259,8 @@ class Simulation:
     def _train_client(self, index: int, client: ClientData, message: ServerMessage) -> ClientUpdate:
         state = self.client_states.get(client.client_id, {})
         lies = self.attack.lies(client.client_id)
-        if lies and self.attack.name == "label-flip":
-            client = flipped_labels(client, self.federation.num_classes)
+        if lies and self.attack.name in LABEL_FLIPS:
+            client = flipped_labels(client, self.federation.num_classes, self.attack.name)
         if lies and self.attack.name == "backdoor":
             if client.client_id not in self._poisoned:  # the liar's own copy, made once
                 self._poisoned[client.client_id] = backdoored(
