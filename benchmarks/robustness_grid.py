@@ -47,6 +47,12 @@ DEFENCES: dict[str, tuple[str, ...]] = {
     "prototype-median": ("prototype_aggregation=median",),
     "prototype-filter": ("prototype_aggregation=centre-filter",),
 }
+# "backdoor-probe": the backdoor's trigger and success rate with no client lying (the draw of
+# round(1e-9 x K) clients is empty), i.e. how often a clean model already says the target
+# class on triggered images: the baseline a backdoor's success rate is read against.
+PSEUDO_ATTACKS: dict[str, tuple[str, ...]] = {
+    "backdoor-probe": ("attack=backdoor", "malicious_fraction=1e-9"),
+}
 PROTOTYPE_ONLY_ATTACKS = {"prototype-poison"}
 PROTOTYPE_ONLY_DEFENCES = {"prototype-median", "prototype-filter"}
 NO_PROTOTYPES = {"fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedbn", "fedheal"}
@@ -76,7 +82,9 @@ def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str
     if (folder / "checkpoint.pt").is_file() and not (folder / "summary.json").is_file():
         return [sys.executable, "-m", "protofl", "run", "--resume", str(folder), "-q"]
     settings = list(DEFENCES[cell.defence])
-    if cell.attack != "none":
+    if cell.attack in PSEUDO_ATTACKS:
+        settings += PSEUDO_ATTACKS[cell.attack]
+    elif cell.attack != "none":
         settings += [f"attack={cell.attack}", f"malicious_fraction={fraction}"]
     sets = [part for setting in settings for part in ("--set", setting)]
     return [
