@@ -1,0 +1,80 @@
+"""benchmarks/robustness_grid.py: which cells exist, the settings each run gets, and the table
+built from finished run folders."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "robustness_grid", ROOT / "benchmarks" / "robustness_grid.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+grid = load_script()
+
+
+def test_prototype_cells_exist_only_for_algorithms_that_send_prototypes() -> None:
+    assert not grid.exists(grid.Cell("fedavg", "prototype-poison", "mean", 0))
+    assert not grid.exists(grid.Cell("fedavg", "none", "prototype-filter", 0))
+    assert grid.exists(grid.Cell("fedavg", "alie", "krum", 0))
+    assert grid.exists(grid.Cell("fpl", "prototype-poison", "prototype-filter", 0))
+
+
+def test_each_run_gets_its_attack_and_defence(tmp_path: Path) -> None:
+    def sets(cell: object) -> list[str]:
+        command = grid.command(cell, tmp_path / "run", 0.25, ["--rounds", "2"])
+        return [command[i + 1] for i, part in enumerate(command) if part == "--set"]
+
+    assert sets(grid.Cell("fpl", "alie", "krum", 1)) == [
+        "aggregation=krum",
+        "attack=alie",
+        "malicious_fraction=0.25",
+    ]
+    assert sets(grid.Cell("fpl", "none", "mean", 0)) == []
+    assert sets(grid.Cell("fpl", "backdoor-probe", "mean", 0)) == [
+        "attack=backdoor",
+        "malicious_fraction=1e-9",
+    ]
+    # an interrupted run (a checkpoint, no summary) is resumed, not restarted
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+    assert "--resume" in grid.command(
+        grid.Cell("fpl", "none", "mean", 0), tmp_path / "run", 0.2, []
+    )
+
+
+def fake_run(
+    folder: Path, seed: int, avg: float, domains: dict[str, float], asr: float | None
+) -> None:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"seed": seed}))
+    summary = {"last_5_rounds": {"mean_accuracy": avg, "per_domain_accuracy": domains}}
+    (folder / "summary.json").write_text(json.dumps(summary))
+    rounds = [{"round": r, "attack_success_rate": asr} for r in range(1, 7)]
+    (folder / "metrics.jsonl").write_text("\n".join(map(json.dumps, rounds)) + "\n")
+
+
+def test_the_table_averages_seeds_and_shows_the_success_rate(tmp_path: Path) -> None:
+    cells = [grid.Cell("fpl", "backdoor", "mean", s) for s in (0, 1)]
+    fake_run(tmp_path / "runs" / cells[0].name, 0, 0.40, {"a": 0.5, "b": 0.3}, 0.2)
+    fake_run(tmp_path / "runs" / cells[1].name, 1, 0.50, {"a": 0.6, "b": 0.4}, 0.4)
+    (row,) = grid.summarise(cells, tmp_path)
+    assert row["seeds"] == [0, 1]
+    assert abs(row["avg"]["mean"] - 45.0) < 1e-9 and abs(row["avg"]["std"] - 7.0710678) < 1e-6
+    assert abs(row["attack_success_rate"]["mean"] - 30.0) < 1e-9
+    assert abs(row["per_domain"]["b"]["mean"] - 35.0) < 1e-9
+    table = grid.markdown([row], {"malicious_fraction": 0.2, "command": "c", "machine": "m"})
+    assert "| backdoor | 45.00 ± 7.07 (ASR 30.00 ± 14.14) |" in table
