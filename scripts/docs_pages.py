@@ -24,6 +24,7 @@ figure read from ``benchmarks/results/``:
 - ``{{ metric RUN ROUND KEY.KEY [FORMAT] }}``: one figure of one round of a run folder;
 - ``{{ robust DIR ALGORITHM ATTACK DEFENCE [avg|asr|domain:NAME] }}``: one cell of a
   robustness grid (``benchmarks/robustness_grid.py``);
+- ``{{ lodo DIR [METHOD [COLUMN]] }}``: the leave-one-domain-out table of ``DIR``, or a cell;
 - ``{{ include FILE }}``: a text file under benchmarks/results as it is (a script's table);
 - ``{{ command DIR }}``, ``{{ machine DIR }}``: how the table was made, and where.
 
@@ -250,6 +251,26 @@ def robust(directory: str, algorithm: str, attack: str, defence: str, what: str 
     return mean_std(value)
 
 
+def lodo(directory: str, method: str = "", column: str = "") -> str:
+    """The leave-one-domain-out table of ``protofl compare --holdout each`` (rows: methods,
+    columns: the held-out domain and the mean), or one cell of it."""
+    table_of = load(directory).get("leave_one_domain_out")
+    if table_of is None:
+        raise TemplateError(f"{directory}/results.json has no leave-one-domain-out table")
+    rows, columns = table_of["rows"], table_of["held_out"]
+    if method:
+        if method not in rows or (column or "mean") not in rows[method]:
+            raise TemplateError(f"{directory}: no leave-one-out cell {method} / {column}")
+        return mean_std(rows[method][column or "mean"])
+    head = [*map(domain_name, columns), "mean", "seeds"]
+    lines = ["| Method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for name, row in rows.items():
+        cells = [mean_std(row[c]) for c in [*columns, "mean"]]
+        cells.append(", ".join(map(str, row["seeds"])))
+        lines.append(f"| {METHOD_NAMES.get(name, name)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def include(file: str) -> str:
     """A results file's text as it is (a table a benchmark script wrote)."""
     path = RESULTS / file
@@ -277,6 +298,7 @@ KINDS: dict[str, Callable[..., str]] = {
     "json": json_value,
     "seconds": round_seconds,
     "include": include,
+    "lodo": lodo,
     "robust": robust,
     "metric": round_metric,
     "command": command,

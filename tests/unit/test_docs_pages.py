@@ -86,3 +86,33 @@ def test_the_cli_reference_lists_every_command_and_setting() -> None:
     for name in RunConfig.__dataclass_fields__:
         if name != "algorithm_options":
             assert f"| `{name}` |" in text
+
+
+def test_the_leave_one_out_table_reads_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cell(mean: float, std: float, n: int) -> dict[str, float]:
+        return {"mean": mean, "std": std, "n": n}
+
+    lodo = {
+        "held_out": ["dslr", "webcam"],
+        "rows": {
+            "fpl": {
+                "dslr": cell(40.0, 2.0, 2),
+                "webcam": cell(30.0, 1.0, 2),
+                "mean": cell(35.0, 1.5, 2),
+                "seeds": [0, 1],
+            }
+        },
+    }
+    (tmp_path / "lodo").mkdir()
+    (tmp_path / "lodo" / "results.json").write_text(json.dumps({"leave_one_domain_out": lodo}))
+    monkeypatch.setattr(pages, "RESULTS", tmp_path)
+    assert pages.lodo("lodo").splitlines() == [
+        "| Method | DSLR | Webcam | mean | seeds |",
+        "|---|---|---|---|---|",
+        "| FPL | 40.00 ± 2.00 | 30.00 ± 1.00 | 35.00 ± 1.50 | 0, 1 |",
+    ]
+    assert pages.lodo("lodo", "fpl", "webcam") == "30.00 ± 1.00"
+    with pytest.raises(pages.TemplateError, match="no leave-one-out cell"):
+        pages.lodo("lodo", "fedavg")
