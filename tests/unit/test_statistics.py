@@ -90,3 +90,20 @@ def test_degenerate_inputs() -> None:
         paired_comparison([])
     with pytest.raises(ValueError, match="at least 2 pairs"):
         paired_t_power(1.0, 1)
+
+
+def test_the_backdoor_success_rate_is_averaged_like_accuracy() -> None:
+    from protofl.outputs.report_stats import attack_columns, attack_lines
+
+    def history(rates: list[float | None]) -> list[dict[str, object]]:
+        return [{"round": i + 1, "attack_success_rate": r} for i, r in enumerate(rates)]
+
+    # seed 0: last two rounds 0.2 and 0.4 -> 30 %; seed 1: 0.5 and 0.7 -> 60 %
+    histories = {0: history([0.9, 0.2, 0.4]), 1: history([0.0, 0.5, 0.7])}
+    columns = attack_columns(histories, last=2)
+    assert abs(columns["attack_success_rate"]["mean"] - 45.0) < 1e-9
+    assert abs(columns["attack_success_rate"]["std"] - 21.2132034) < 1e-6
+    assert attack_columns({0: history([None, None])}, last=2) == {}  # no backdoor: no column
+    lines = attack_lines({"rows": {"fpl": columns, "fedavg": {}}}, "last 2 rounds")
+    assert lines[-1] == "| fpl | 45.00 ± 21.21 |"
+    assert not any("fedavg" in line for line in lines)

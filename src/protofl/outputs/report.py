@@ -239,6 +239,7 @@ def _row(
     row.update(at_best_validation(histories, mean))
     if per_domain == "per_domain_accuracy":
         row.update(holdout_columns(histories))
+        row.update(report_stats.attack_columns(histories, LAST))
     return row
 
 
@@ -306,6 +307,7 @@ def markdown_table(table: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |" + extra)
     lines += _validation_lines(table)
     lines += _holdout_lines(table)
+    lines += report_stats.attack_lines(table, results.window_text(rounds))
     lines += report_stats.statistics_lines(table)
     lines += ["", *_provenance_lines(table), "", f"Command: `{meta['command']}`"]
     lines.append(f"Machine: {meta['machine']}; written {meta['date']}.")

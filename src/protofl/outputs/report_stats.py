@@ -186,3 +186,37 @@ def statistics_lines(table: Mapping[str, Any]) -> list[str]:
             seeds = ",".join(map(str, entries["last_5"]["seeds"]))
             lines.append(f"| {name} | {seeds} | {cells} |")
     return lines
+
+
+def attack_columns(histories: Mapping[int, History], last: int) -> dict[str, Any]:
+    """The backdoor's attack success rate (%), each seed's mean over its last rounds, then
+    mean ± std over seeds; nothing when the runs scored none (no ``attack=backdoor``)."""
+    per_seed = []
+    for history in histories.values():
+        tail = [r.get("attack_success_rate") for r in history[-last:]]
+        scored = [value for value in tail if value is not None]
+        if not scored:
+            return {}
+        per_seed.append(100 * statistics.fmean(scored))
+    return {"attack_success_rate": mean_std(per_seed)}
+
+
+def attack_lines(table: Mapping[str, Any], window: str) -> list[str]:
+    """A markdown table of the backdoor's success rate, for rows whose runs scored one."""
+    rows = {a: r for a, r in table["rows"].items() if r.get("attack_success_rate")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"Backdoor attack success rate (%): triggered test images of the other classes that "
+        f"the global model assigns to the target class, mean over the {window}, mean ± std "
+        "over seeds:",
+        "",
+        "| Method | attack success rate |",
+        "|---|---|",
+    ]
+    for name, row in rows.items():
+        value = row["attack_success_rate"]
+        text = f"{value['mean']:.2f}" + (f" ± {value['std']:.2f}" if value["n"] > 1 else "")
+        lines.append(f"| {name} | {text} |")
+    return lines
