@@ -29,6 +29,7 @@ from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 from protofl import RunConfig, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.builders import prepare  # noqa: E402
+from protofl.core.payloads import ServerMessage  # noqa: E402
 from protofl.core.records import RoundRecord  # noqa: E402
 from protofl.errors import ConfigError, TrainingError  # noqa: E402
 from protofl.flower.client import (  # noqa: E402
@@ -37,8 +38,14 @@ from protofl.flower.client import (  # noqa: E402
     client_app,
     client_from_arrays,
     train_round,
+    validate_round,
 )
-from protofl.flower.codec import CLIENT_STATE  # noqa: E402
+from protofl.flower.codec import (  # noqa: E402
+    CLIENT_STATE,
+    decode_validation_counts,
+    encode_server_message,
+    encode_validation_counts,
+)
 from protofl.flower.project import write_app  # noqa: E402
 from protofl.flower.server import (  # noqa: E402
     NODES,
@@ -420,7 +427,8 @@ def test_every_algorithm_gives_the_simulators_and_the_recorded_numbers(algorithm
         assert keeps_state
 
 
-def test_benchmark_apps_match_protofl_run_through_the_run_config() -> None:
+@pytest.mark.parametrize("validation", [0.0, 0.2])
+def test_benchmark_apps_match_protofl_run_through_the_run_config(validation: float) -> None:
     config = RunConfig(
         rounds=2,
         local_epochs=1,
@@ -429,6 +437,7 @@ def test_benchmark_apps_match_protofl_run_through_the_run_config() -> None:
         clients_per_domain={"handwritten": 1, "synthetic": 1},
         client_fraction=0.05,
         eval_batch_size=500,
+        validation_fraction=validation,
     )
     simulation, _ = prepare(config)
     expected = simulation.run(config.rounds)
@@ -439,6 +448,79 @@ def test_benchmark_apps_match_protofl_run_through_the_run_config() -> None:
     flower = run_server(grid, server, write=False)
     assert [without_timing(r) for r in flower.history] == [without_timing(r) for r in expected]
     assert server.settings.min_clients == 2
+    if validation:  # scored on the nodes' shares, added up on the server: the same numbers
+        assert expected[-1].validation_accuracy is not None
+        assert set(expected[-1].validation_accuracy) == {"handwritten", "synthetic"}
+
+
+# ---- validation split -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_validation_on_flower_adds_up_to_the_simulators_score() -> None:
+    config = dataclasses.replace(TINY, validation_fraction=0.25)
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
+    setups = {index: tiny_client(index, config) for index in range(len(clients))}
+    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
+    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    flower = run_server(grid, tiny_server(config), write=False)
+
+    want = [r.validation_accuracy for r in simulated.history]
+    assert want[0] is not None and list(want[0]) == ["red", "green"]
+    assert [r.validation_accuracy for r in flower.history] == want
+    for got, expected in zip(flower.history, simulated.history, strict=True):
+        assert_close(flat(without_timing(got)), flat(without_timing(expected)))
+    for setup in setups.values():  # each node trains without its share and scores only it
+        assert setup.validation is not None and len(setup.validation.data) > 0
+        assert len(setup.data.indices) + len(setup.validation.data) == 48
+    types = [m.metadata.message_type for batch in grid.sent for m in batch]
+    assert types == (["train"] * 4 + ["evaluate"] * 4) * config.rounds
+
+
+def answers(setup: ClientSetup, validation: Node | None = None) -> Node:
+    """A node that trains, and answers evaluate messages with ``validation`` (default: its
+    client's true counts)."""
+    train = trains(setup)
+
+    def answer(message: Message) -> Message | None:
+        if message.metadata.message_type != "evaluate":
+            return train(message)
+        if validation is not None:
+            return validation(message)
+        return Message(wire(validate_round(setup, wire(message.content))), reply_to=message)
+
+    return answer
+
+
+def test_validation_counts_of_a_failing_or_posing_node_are_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = dataclasses.replace(TINY, rounds=1, validation_fraction=0.25)
+    setups = [tiny_client(index, config) for index in range(4)]
+
+    def poses_as_client_0(message: Message) -> Message:
+        return Message(encode_validation_counts(0, "red", 12, 12), reply_to=message)
+
+    grid = FakeGrid(
+        {
+            11: answers(setups[0]),
+            12: answers(setups[1], fails),
+            13: answers(setups[2], poses_as_client_0),
+            14: answers(setups[3]),
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="protofl"):
+        result = run_server(grid, tiny_server(config), write=False)
+    assert "round 1, node 12: no validation counts (ClientApp raised: out of memory)" in caplog.text
+    assert "round 1, node 13: validation counts for client 0, which it does not hold" in caplog.text
+    weights = encode_server_message(ServerMessage(1, result.strategy.state.weights))
+    own = {i: decode_validation_counts(validate_round(setups[i], weights)) for i in (0, 3)}
+    assert result.history[0].validation_accuracy == {  # each domain from its honest node alone
+        "red": own[0][2] / own[0][3],
+        "green": own[3][2] / own[3][3],
+    }
 
 
 # ---- run config -------------------------------------------------------------------------------

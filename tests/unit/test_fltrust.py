@@ -1,6 +1,6 @@
 """FLTrust (Cao et al., NDSS 2021) against its definition on a case worked by hand, its root
-set (drawn from training data only, seeded), order invariance, and runs: in the simulator,
-and refused with its reason on Flower."""
+set (drawn from training data only, seeded), order invariance, and runs in the simulator
+(on Flower: tests/integration/test_flower_defences.py)."""
 
 from __future__ import annotations
 
@@ -120,11 +120,3 @@ def test_a_run_with_fltrust_trains_and_differs_from_the_mean() -> None:
         if rule == "fltrust":
             assert sum(result.resolved["root_set_per_domain"].values()) == 16
     assert not torch.allclose(finals["mean"], finals["fltrust"])
-
-
-def test_fltrust_is_refused_on_flower_with_its_reason() -> None:
-    pytest.importorskip("flwr")
-    from protofl.flower.settings import refuse_simulator_only
-
-    with pytest.raises(ConfigError, match="root set drawn from the training data"):
-        refuse_simulator_only(RunConfig(aggregation="fltrust"))

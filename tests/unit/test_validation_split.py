@@ -90,12 +90,6 @@ def test_a_run_scores_its_validation_split_each_round_and_report_uses_it(
     )
 
 
-def test_validation_fraction_is_checked_and_refused_on_flower() -> None:
+def test_validation_fraction_is_checked() -> None:
     with pytest.raises(ConfigError, match=r"validation_fraction must lie in \[0, 1\)"):
         RunConfig(validation_fraction=1.0)
-    pytest.importorskip("flwr")
-    from protofl.flower.server import server_from_arrays
-
-    _, tests = tiny_clients()
-    with pytest.raises(ConfigError, match="not on Flower yet"):
-        server_from_arrays(tests, TinyNet(), RunConfig(validation_fraction=0.1), num_classes=4)

@@ -64,6 +64,8 @@ class Federation:
     validation_sets: tuple[TestSet, ...] = ()
     # per held-out domain (holdout_domains), all of its samples: a domain no client holds
     holdout_sets: tuple[TestSet, ...] = ()
+    # per client id, its own share of validation_sets (what a Flower node scores itself)
+    client_validation: tuple[tuple[str, TestSet], ...] = ()
 
     def to(self, device: torch.device | str) -> Federation:
         """Move every sample to ``device`` once (each shared source is moved only once)."""
@@ -82,4 +84,8 @@ class Federation:
         tests = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.test_sets)
         held = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.validation_sets)
         unseen = tuple(TestSet(t.domain, move(t.data), t.transform) for t in self.holdout_sets)
-        return Federation(clients, tests, self.num_classes, held, unseen)
+        own = tuple(
+            (client_id, TestSet(t.domain, move(t.data), t.transform))
+            for client_id, t in self.client_validation
+        )
+        return Federation(clients, tests, self.num_classes, held, unseen, own)

@@ -21,9 +21,19 @@ def evaluate(
     model: nn.Module, test_sets: Sequence[TestSet], batch_size: int, precision: Precision = FP32
 ) -> dict[str, float]:
     """Top-1 accuracy (a fraction in [0, 1]) per domain, in inference mode."""
+    counts = correct_counts(model, test_sets, batch_size, precision)
+    return {domain: correct / total for domain, (correct, total) in counts.items()}
+
+
+def correct_counts(
+    model: nn.Module, test_sets: Sequence[TestSet], batch_size: int, precision: Precision = FP32
+) -> dict[str, tuple[int, int]]:
+    """Per domain, (correctly classified, samples), in inference mode. Counts, not
+    accuracies, so that parts scored apart (a Flower node's share of a domain's validation
+    set) add up to the score of the whole."""
     was_training = model.training
     model.eval()
-    accuracies = {}
+    counts = {}
     with torch.inference_mode(), precision.autocast():
         for test_set in test_sets:
             correct = torch.zeros((), dtype=torch.int64, device=test_set.data.labels.device)
@@ -34,9 +44,9 @@ def evaluate(
                 typed = feature_model(model)
                 logits = typed.head(typed.features(inputs))
                 correct += (logits.argmax(dim=1) == labels).sum()
-            accuracies[test_set.domain] = int(correct) / len(test_set.data)
+            counts[test_set.domain] = (int(correct), len(test_set.data))
     model.train(was_training)
-    return accuracies
+    return counts
 
 
 def evaluate_personal(

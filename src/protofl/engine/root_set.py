@@ -30,8 +30,7 @@ def draw_root_set(
 ) -> tuple[ClientData, dict[str, int]]:
     """``size`` samples drawn uniformly without replacement from all clients' training
     samples, as one :class:`ClientData` (the server's), with how many came from each domain."""
-    counts = torch.tensor([len(c) for c in clients])
-    total = int(counts.sum())
+    total = sum(len(c) for c in clients)
     if size > total:
         raise ConfigError(
             f"root_size {size} is more than the {total} training samples of all clients; "
@@ -43,16 +42,11 @@ def draw_root_set(
             "fltrust pools samples from every client into the server's root set, which needs "
             "one input pipeline for all of them; these clients' pipelines differ."
         )
-    generator = torch_generator(derive_seed(seed, "fltrust-root"))
-    drawn = torch.randperm(total, generator=generator)[:size].sort().values  # [size]
-    ends = counts.cumsum(0)
-    owners = torch.searchsorted(ends, drawn, right=True)  # [size] client of each draw
-    offsets = drawn - (ends - counts)[owners]
     inputs, labels = [], []
     per_domain: dict[str, int] = {}
-    for index in torch.unique(owners).tolist():
+    for index, offsets in root_positions([len(c) for c in clients], size, seed).items():
         client = clients[index]
-        rows = client.indices[offsets[owners == index].to(client.indices.device)]
+        rows = client.indices[torch.tensor(offsets, device=client.indices.device)]
         inputs.append(client.source.inputs[rows])
         labels.append(client.source.labels[rows])
         per_domain[client.domain] = per_domain.get(client.domain, 0) + len(rows)
@@ -62,6 +56,23 @@ def draw_root_set(
     source = TensorSet(torch.cat(inputs), torch.cat(labels))
     indices = torch.arange(size, device=source.labels.device)
     return ClientData(ROOT_ID, "server", source, indices, transform), per_domain
+
+
+def root_positions(counts: Sequence[int], size: int, seed: int) -> dict[int, list[int]]:
+    """Which samples form the root set: ``{client index: positions among that client's
+    training samples}``, clients and positions ascending (the root set's order): ``size``
+    draws without replacement, uniform over all ``sum(counts)`` samples, seeded. A Flower
+    server given its root set as arrays (``server_from_arrays(root_set=...)``) can take the
+    same samples as the simulator with it."""
+    sizes = torch.tensor(list(counts))
+    generator = torch_generator(derive_seed(seed, "fltrust-root"))
+    drawn = torch.randperm(int(sizes.sum()), generator=generator)[:size].sort().values  # [size]
+    ends = sizes.cumsum(0)
+    owners = torch.searchsorted(ends, drawn, right=True)  # [size] client of each draw
+    offsets = drawn - (ends - sizes)[owners]
+    return {
+        int(index): offsets[owners == index].tolist() for index in torch.unique(owners).tolist()
+    }
 
 
 def same_pipeline(first: object, second: object) -> bool:

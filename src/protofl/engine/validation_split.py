@@ -3,8 +3,10 @@
 ``validation_fraction`` of every client's samples, class by class (seeded per client, so the
 split is the same on every run and does not depend on the client order), is taken out of its
 training indices; the held-out samples of a domain's clients form that domain's validation
-set, which the round loop scores with the global model each round. Choices of method and
-option are then made on validation accuracy, and the test set is looked at once.
+set, which the round loop scores with the global model each round (on Flower each node
+scores its own share, kept in ``client_validation``, and the server adds up the counts).
+Choices of method and option are then made on validation accuracy, and the test set is
+looked at once.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def split_validation(federation: Federation, fraction: float, seed: int) -> Fede
         return federation
     clients: list[ClientData] = []
     held: dict[str, list[TensorSet]] = defaultdict(list)
+    own: list[tuple[str, TestSet]] = []
     transforms = {}
     for client in federation.clients:
         labels = client.source.labels[client.indices].cpu().numpy()
@@ -58,7 +61,10 @@ def split_validation(federation: Federation, fraction: float, seed: int) -> Fede
         kept = client.indices[torch.from_numpy(keep).to(where)]
         out = client.indices[torch.from_numpy(positions).to(where)]
         clients.append(dataclasses.replace(client, indices=kept))
-        held[client.domain].append(TensorSet(client.source.inputs[out], client.source.labels[out]))
+        part = TensorSet(client.source.inputs[out], client.source.labels[out])
+        held[client.domain].append(part)
+        if len(part):
+            own.append((client.client_id, TestSet(client.domain, part, client.transform)))
         transforms[client.domain] = client.transform
     validation = tuple(
         TestSet(
@@ -69,4 +75,9 @@ def split_validation(federation: Federation, fraction: float, seed: int) -> Fede
         for domain, parts in held.items()
         if sum(len(p) for p in parts)
     )
-    return dataclasses.replace(federation, clients=tuple(clients), validation_sets=validation)
+    return dataclasses.replace(
+        federation,
+        clients=tuple(clients),
+        validation_sets=validation,
+        client_validation=tuple(own),
+    )

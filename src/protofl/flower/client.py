@@ -45,14 +45,17 @@ from protofl.config import RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.attacks import Attack
 from protofl.engine.client import NO_PRIVACY, run_client_round
-from protofl.engine.data import ClientData
+from protofl.engine.data import ClientData, Federation, TestSet
+from protofl.engine.evaluate import correct_counts
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision, resolve_precision
+from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
 from protofl.federation.privacy import PrototypePrivacy
 from protofl.flower.codec import (
     decode_server_message,
     encode_client_update,
+    encode_validation_counts,
     load_client_state,
     sampled_clients,
     skipped_reply,
@@ -83,6 +86,9 @@ class ClientSetup:
     precision: Precision = FP32
     privacy: PrototypePrivacy = NO_PRIVACY  # clipping and noise of uploaded prototypes
     attack: Attack | None = None  # a malicious node's, from its node config (malicious.py)
+    # the client's own validation share (validation_fraction > 0), scored on request
+    validation: TestSet | None = None
+    eval_batch_size: int = 1024
 
 
 ClientLoader = Callable[[Context], ClientSetup]
@@ -105,7 +111,27 @@ def client_app(loader: ClientLoader | None = None) -> ClientApp:
             keep_client_state(context.state, saved, setup)
         return Message(content, reply_to=message)
 
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        return Message(validate_round(load(context), message.content), reply_to=message)
+
     return app
+
+
+def validate_round(setup: ClientSetup, content: RecordDict) -> RecordDict:
+    """Score the server's global weights on this client's validation share: its correct
+    and total counts (zero for a client without a share), which the server adds up per
+    domain into the simulator's ``validation_accuracy``."""
+    expected = Expected.like(setup.model.state_dict(), setup.num_classes, setup.feature_dim)
+    message = decode_server_message(content, expected)
+    correct, count = 0, 0
+    if setup.validation is not None:
+        setup.model.load_state_dict(message.weights)
+        counts = correct_counts(
+            setup.model, [setup.validation], setup.eval_batch_size, setup.precision
+        )
+        correct, count = counts[setup.validation.domain]
+    return encode_validation_counts(setup.client_index, setup.data.domain, correct, count)
 
 
 def train_round(setup: ClientSetup, content: RecordDict, state: RecordDict) -> RecordDict:
@@ -172,7 +198,15 @@ def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
         feature_dim=int(resolved["feature_dim"]),
         precision=simulation.precision,
         privacy=simulation.privacy,
+        validation=own_validation(simulation.federation, local_index),
+        eval_batch_size=config.eval_batch_size,
     )
+
+
+def own_validation(federation: Federation, local_index: int) -> TestSet | None:
+    """The validation share of the federation's client ``local_index`` (None: it has none)."""
+    client_id = federation.clients[local_index].client_id
+    return dict(federation.client_validation).get(client_id)
 
 
 def client_from_arrays(
@@ -195,9 +229,10 @@ def client_from_arrays(
     device = resolve_device(node_device(config.device, client_index))
     configure_determinism(config.deterministic)
     model = model.to(device)
-    client = (
-        federation_from_arrays([data], probe, num_classes, config.augment).to(device).clients[0]
-    )
+    federation = federation_from_arrays([data], probe, num_classes, config.augment)
+    # the same seeded share per client id as train_federated holds out
+    federation = split_validation(federation, config.validation_fraction, config.seed).to(device)
+    client = federation.clients[0]
     example = client.transform.eval(client.source.inputs[client.indices[:2]])
     algorithm, feature_dim = algorithm_for(config, model, example, num_classes)
     precision = resolve_precision(config.precision, device)
@@ -212,6 +247,8 @@ def client_from_arrays(
         feature_dim=feature_dim,
         precision=precision,
         privacy=privacy_of(config),
+        validation=own_validation(federation, 0),
+        eval_batch_size=config.eval_batch_size,
     )
 
 

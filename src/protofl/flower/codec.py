@@ -98,6 +98,29 @@ def is_skipped(content: RecordDict) -> bool:
     return meta is not None and meta.get("skipped") is True
 
 
+def encode_validation_counts(
+    client_index: int, domain: str, correct: int, count: int
+) -> RecordDict:
+    """A node's answer to an ``evaluate`` message: its client's validation counts."""
+    meta = ConfigRecord({"client_index": client_index, "domain": domain})
+    meta["correct"], meta["count"] = correct, count
+    return RecordDict({META: meta})
+
+
+def decode_validation_counts(content: RecordDict) -> tuple[int, str, int, int]:
+    """(client index, domain, correct, count) from a node's ``evaluate`` answer, checked."""
+    meta = meta_record(content, "validation counts")
+    index = read_int(meta, "client_index", "validation counts", minimum=0)
+    count = read_int(meta, "count", "validation counts", minimum=0)
+    correct = read_int(meta, "correct", "validation counts", minimum=0)
+    domain = meta.get("domain")
+    if not isinstance(domain, str) or not domain:
+        raise PayloadError(f"validation counts: 'domain' must be a name; got {domain!r}.")
+    if correct > count:
+        raise PayloadError(f"validation counts: {correct} correct of {count} samples.")
+    return index, domain, correct, count
+
+
 def encode_client_update(update: ClientUpdate, client_index: int) -> RecordDict:
     content = RecordDict({WEIGHTS: encode_tensors(update.weights)})
     meta = ConfigRecord(

@@ -26,7 +26,9 @@ from protofl.builders import (
     algorithm_for,
     configure_determinism,
     federation_size,
+    load_federation,
     load_test_sets,
+    local_settings,
     privacy_of,
     resolve_device,
     run_facts,
@@ -35,7 +37,10 @@ from protofl.config import RunConfig
 from protofl.core.records import RoundRecord
 from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.user import ClientArrays, federation_from_arrays
+from protofl.engine.data import ClientData, Federation
 from protofl.engine.precision import resolve_precision
+from protofl.engine.root_set import ROOT_ID, draw_root_set
+from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError
 from protofl.flower.settings import (
     FlowerSettings,
@@ -175,6 +180,7 @@ def server_from_config(config: RunConfig, settings: FlowerSettings | None = None
     precision = resolve_precision(config.precision, device)
     privacy = privacy_of(config)
     facts = run_facts(config, device, precision.name, privacy, feature_dim)
+    root, root_facts = benchmark_root_set(config, device)
     return ServerSetup(
         algorithm=algorithm,
         model=precision.prepare_model(model),
@@ -186,8 +192,25 @@ def server_from_config(config: RunConfig, settings: FlowerSettings | None = None
         num_clients=size,
         precision=precision,
         privacy=privacy,
-        resolved={**resolved, "model": model_name, **facts},
+        resolved={**resolved, "model": model_name, **facts, **root_facts},
+        root_set=root,
+        local=local_settings(config),
     )
+
+
+def benchmark_root_set(
+    config: RunConfig, device: torch.device
+) -> tuple[ClientData | None, dict[str, Any]]:
+    """FLTrust's root set for a benchmark run: drawn from the clients' training data (after
+    their validation shares are taken out) exactly as the simulator draws it. Only then does
+    the ServerApp load the clients' data; it keeps just the ``root_size`` drawn samples."""
+    if config.aggregation != "fltrust":
+        return None, {}
+    _, federation, _ = load_federation(config)
+    federation = split_validation(federation, config.validation_fraction, config.seed)
+    root, per_domain = draw_root_set(federation.clients, config.root_size, config.seed)
+    moved = Federation((root,), (), federation.num_classes).to(device)
+    return moved.clients[0], {"root_set_per_domain": per_domain}
 
 
 def server_from_arrays(
@@ -197,12 +220,16 @@ def server_from_arrays(
     num_classes: int,
     settings: FlowerSettings | None = None,
     num_clients: int | None = None,
+    root_set: ClientArrays | None = None,
 ) -> ServerSetup:
     """The server side for users' own arrays: ``model`` with its initial weights, and the
     ``{domain: (x, y)}`` test sets the global model is evaluated on after every round.
 
     ``num_clients`` is the federation's size (default: ``flower.num_nodes``, else unknown);
     FedDyn scales its server correction by the share of clients that answered.
+    ``root_set`` is the server's own clean sample for ``aggregation='fltrust'`` (Cao et al.
+    collect it on the server; :func:`protofl.engine.root_set.root_positions` names the
+    samples the simulator would draw).
     """
     refuse_simulator_only(config)
     settings = settings or FlowerSettings()
@@ -221,6 +248,11 @@ def server_from_arrays(
     algorithm, feature_dim = algorithm_for(config, model, example, num_classes, size or 0)
     precision = resolve_precision(config.precision, device)
     privacy = privacy_of(config)
+    root: ClientData | None = None
+    if root_set is not None and config.aggregation == "fltrust":
+        own = dataclasses.replace(root_set, domain="server", client_id=ROOT_ID)
+        built = federation_from_arrays([own], test_sets, num_classes, config.augment)
+        root = built.to(device).clients[0]
     return ServerSetup(
         algorithm=algorithm,
         model=precision.prepare_model(model),
@@ -233,6 +265,8 @@ def server_from_arrays(
         precision=precision,
         privacy=privacy,
         resolved=run_facts(config, device, precision.name, privacy, feature_dim),
+        root_set=root,
+        local=local_settings(config),
     )
 
 

@@ -162,8 +162,8 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
 
 
 def refuse_simulator_only(config: RunConfig) -> None:
-    """Refuse the settings that only the simulator carries out (attacks, FLTrust's root set,
-    held-out domains, a validation split), saying why, instead of ignoring them on Flower."""
+    """Refuse the settings that only the simulator carries out (attacks, held-out
+    domains), saying why, instead of ignoring them on Flower."""
     if config.attack:
         raise ConfigError(
             "attack is supported by the simulator (protofl run, compare); on Flower the server "
@@ -171,20 +171,8 @@ def refuse_simulator_only(config: RunConfig) -> None:
             "attack-strength=...; alie, min-max and min-sum need the other clients' updates, "
             "which no node sees). See docs/attacks.md."
         )
-    if config.aggregation == "fltrust":
-        raise ConfigError(
-            "aggregation='fltrust' is supported by the simulator (protofl run, compare) but not "
-            "on Flower yet: FLTrust's server trains on a root set drawn from the training data, "
-            "and on Flower that data stays on the nodes. Choose another rule (e.g. norm-clip)."
-        )
     if config.holdout_domains:
         raise ConfigError(
             "holdout_domains is supported by the simulator (protofl run, compare) but not on "
             "Flower yet."
-        )
-    if config.validation_fraction > 0:
-        raise ConfigError(
-            "validation_fraction is supported by the simulator (protofl run, compare) but not "
-            "on Flower yet: the held-out samples stay on the nodes and protofl has no "
-            "client-side evaluation. Choose methods with the simulator, then deploy."
         )

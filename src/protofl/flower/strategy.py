@@ -11,6 +11,7 @@ Fewer than ``flower.min_clients`` valid updates stops the run with a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -21,19 +22,22 @@ from typing import Any, Protocol
 from flwr.app import Message
 from torch import nn
 
-from protofl.algorithms import Algorithm
+from protofl.algorithms.base import Algorithm
 from protofl.config import RunConfig
-from protofl.core.payloads import ClientUpdate, GlobalState
+from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import RoundRecord
 from protofl.engine.client import NO_PRIVACY, copy_state
-from protofl.engine.data import TestSet
-from protofl.engine.evaluate import evaluate_round
+from protofl.engine.data import ClientData, TestSet
+from protofl.engine.evaluate import evaluate_round, mean_accuracy
+from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
+from protofl.engine.root_set import root_weights
 from protofl.errors import ConfigError, PayloadError, TrainingError
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
 from protofl.flower.codec import (
+    decode_validation_counts,
     encode_server_message,
     is_skipped,
     screen_client_update,
@@ -44,6 +48,7 @@ from protofl.flower.settings import FlowerSettings
 logger = logging.getLogger(__name__)
 
 TRAIN = "train"  # the message type the ClientApp's @app.train() handler answers
+EVALUATE = "evaluate"  # ... and its @app.evaluate() handler (validation shares)
 
 
 class Grid(Protocol):
@@ -71,6 +76,9 @@ class ServerSetup:
     precision: Precision = FP32  # of the server's evaluation, as the simulator's
     privacy: PrototypePrivacy = NO_PRIVACY  # what the clients apply; the server accounts it
     resolved: dict[str, Any] = field(default_factory=dict)  # written into config.json
+    # aggregation='fltrust': the server's root set and the loop it trains on it each round
+    root_set: ClientData | None = None
+    local: LocalSettings | None = None
 
 
 class ProtoflStrategy:
@@ -99,6 +107,26 @@ class ProtoflStrategy:
         # transport (the message it answers was sent to that node), never from the payload:
         # a node claiming another node's client is refused, and named.
         self.node_of: dict[int, int] = {}
+        self._message: ServerMessage | None = None  # the round's message (FLTrust trains from it)
+        self._root_worker = self._check_root_set(setup)
+        self._root_forward = (
+            None
+            if self._root_worker is None
+            else make_forward(self._root_worker, setup.config.compile)
+        )
+
+    @staticmethod
+    def _check_root_set(setup: ServerSetup) -> nn.Module | None:
+        """FLTrust's server model (a copy of the global one), or None without fltrust."""
+        if setup.config.aggregation != "fltrust":
+            return None
+        if setup.root_set is None or setup.local is None or setup.num_clients is None:
+            raise ConfigError(
+                "aggregation='fltrust' needs the server's root set: the benchmark ServerApp "
+                "draws it as the simulator does; with your own data pass "
+                "server_from_arrays(..., root_set=ClientArrays(x, y), num_clients=N)."
+            )
+        return copy.deepcopy(setup.model)
 
     def run(
         self, grid: Grid, after_round: Callable[[RoundRecord], None] | None = None
@@ -138,6 +166,7 @@ class ProtoflStrategy:
     def configure_train(self, grid: Grid) -> list[Message]:
         """One message per connected node, each with its own freshly encoded content."""
         message = self.setup.algorithm.message(self.state)
+        self._message = message
         ttl = self.setup.settings.round_timeout
         sampled = self.sampled(message.round)
         return [
@@ -175,7 +204,7 @@ class ProtoflStrategy:
                 f"flower.min_clients is {minimum}. Left out: "
                 + "; ".join(f"{who}: {why}" for who, why in rejected.items())
             )
-        aggregation = self.setup.algorithm.start_aggregation(self.state)
+        aggregation = self.setup.algorithm.start_aggregation(self.state, self._root_weights())
         kept = []
         for index in sorted(received):  # the simulator's order, so sums round the same way
             update = received[index]
@@ -184,6 +213,28 @@ class ProtoflStrategy:
         self.state = aggregation.result()
         self._server_step = getattr(aggregation, "report", None)  # as the simulator
         return kept, rejected
+
+    def _root_weights(self) -> StateDict | None:
+        """FLTrust's server model for this round, trained on the root set from the round's
+        message with FedAvg's plain hooks, exactly as the simulator's server trains it."""
+        setup, worker = self.setup, self._root_worker
+        if worker is None or setup.root_set is None or setup.local is None:
+            return None
+        if self._message is None:
+            raise TrainingError("FLTrust's server model needs the round's message first.")
+        plain = Algorithm(None, setup.algorithm.context)
+        unused = setup.num_clients or 0  # no client has this index, so no seed is shared
+        return root_weights(
+            plain,
+            worker,
+            setup.root_set,
+            self._message,
+            setup.local,
+            setup.config.seed,
+            unused,
+            setup.precision,
+            self._root_forward,
+        )
 
     def _note_absent(self, round_index: int, received: dict[int, ClientUpdate]) -> None:
         """Which expected clients sent nothing usable this round, named as last seen."""
@@ -221,6 +272,8 @@ class ProtoflStrategy:
             self._server_step,
         )
         record = dataclasses.replace(record, absent=list(self._absent))
+        if setup.config.validation_fraction > 0:
+            record = self.with_validation(grid, record)
         self.history.append(record)
         warning = collapse_warning(
             self.history,
@@ -238,6 +291,62 @@ class ProtoflStrategy:
             record.mean_accuracy,
         )
         return record
+
+    def with_validation(self, grid: Grid, record: RoundRecord) -> RoundRecord:
+        """``record`` with the new global model's validation accuracy per domain: every node
+        scores its client's validation share (an ``evaluate`` message) and the counts are
+        added up per domain, in client order, as the simulator scores the pooled shares. A
+        node that fails or claims a client it does not hold is left out and logged."""
+        started = time.perf_counter()
+        message = ServerMessage(self.state.round, self.state.weights)
+        ttl = self.setup.settings.round_timeout
+        nodes = sorted(grid.get_node_ids())
+        sent = [
+            Message(
+                encode_server_message(message), node, EVALUATE, ttl=ttl, group_id=str(message.round)
+            )
+            for node in nodes
+        ]
+        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+        counts: dict[int, tuple[str, int, int]] = {}
+        replies = grid.send_and_receive(sent, timeout=ttl)
+        for reply in replies:
+            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+            if reply.has_error():
+                logger.warning(
+                    "round %d, node %d: no validation counts (%s)",
+                    message.round,
+                    node,
+                    reply.error.reason,
+                )
+                continue
+            try:
+                index, domain, correct, count = decode_validation_counts(reply.content)
+            except PayloadError as err:
+                logger.warning("round %d, node %d: %s", message.round, node, err)
+                continue
+            if self.node_of.get(index, node) != node or index in counts:
+                logger.warning(
+                    "round %d, node %d: validation counts for client %d, which it does not "
+                    "hold; left out",
+                    message.round,
+                    node,
+                    index,
+                )
+                continue
+            counts[index] = (domain, correct, count)
+        per_domain: dict[str, list[int]] = {}
+        for index in sorted(counts):
+            domain, correct, count = counts[index]
+            total = per_domain.setdefault(domain, [0, 0])
+            total[0], total[1] = total[0] + correct, total[1] + count
+        accuracy = {d: c / n for d, (c, n) in per_domain.items() if n > 0} or None
+        return dataclasses.replace(
+            record,
+            validation_accuracy=accuracy,
+            validation_mean_accuracy=mean_accuracy(accuracy) if accuracy else None,
+            eval_seconds=record.eval_seconds + time.perf_counter() - started,
+        )
 
     def _collect(
         self, round_index: int, sent: Sequence[Message], replies: Iterable[Message]
