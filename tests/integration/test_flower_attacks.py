@@ -1,6 +1,6 @@
 """A malicious Flower node (an ordinary ClientApp with the attack in its node config) lies
-exactly as the simulator's liar: same records, same global weights; the attacks that need
-the other clients' updates are refused on a node, with the reason."""
+exactly as the simulator's liar: same records, same global weights; the omniscient attacks
+(alie, min-max, min-sum) through the server-side emulation of their attacker."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ NODE = {
     "label-flip": {"attack": "label-flip"},
     "backdoor": {"attack": "backdoor", "backdoor-target": 1, "backdoor-fraction": 0.5},
     "prototype-poison": {"attack": "prototype-poison"},
+    "alie": {"attack": "alie", "attack-strength": 1.5},
+    "min-max": {"attack": "min-max"},
+    "min-sum": {"attack": "min-sum"},
 }
 
 
@@ -72,14 +75,13 @@ def test_a_malicious_node_lies_as_the_simulators_liar(attack: str) -> None:
     )  # the lie changed the run
 
 
-def test_a_node_config_attack_is_checked_and_round_attacks_are_refused() -> None:
+def test_a_node_config_attack_is_checked() -> None:
     assert node_attack({PARTITION_ID: 0}, "red-0") is None
     sign_flip = node_attack({"attack": "sign-flip", "attack-strength": 2.0}, "red-0")
     assert sign_flip is not None and sign_flip.malicious == {"red-0"}
     assert sign_flip.scale == 2.0
-    for name in ("alie", "min-max", "min-sum"):
-        with pytest.raises(ConfigError, match="which no Flower node sees"):
-            node_attack({"attack": name}, "red-0")
+    alie = node_attack({"attack": "alie", "attack-strength": 1.5}, "red-0")
+    assert alie is not None and (alie.name, alie.strength) == ("alie", 1.5)
     with pytest.raises(ConfigError, match=r"node config: .*attack"):
         node_attack({"attack": "sign-flop"}, "red-0")
     with pytest.raises(ConfigError, match="sets attack-strength but no attack"):
@@ -144,3 +146,22 @@ def test_a_real_supernode_lies_from_its_node_config(tmp_path: Path) -> None:
     assert [r.per_domain_accuracy for r in honest.history] != [
         r["per_domain_accuracy"] for r in rounds
     ]  # the lie changed the run
+
+
+def test_the_omniscient_attack_tag_never_reaches_screening_or_the_defence() -> None:
+    from flwr.app import ConfigRecord, RecordDict
+
+    from protofl.engine.attacks import Attack
+    from protofl.errors import PayloadError
+    from protofl.flower.malicious import tag_round_attack, take_round_attack
+
+    content = RecordDict({"meta": ConfigRecord({"round": 1})})
+    tag_round_attack(content, Attack("alie", frozenset({"red-0"}), 1.5))
+    assert take_round_attack(content) == ("alie", 1.5)
+    assert dict(content.config_records["meta"]) == {"round": 1}  # removed before decoding
+    assert take_round_attack(content) is None
+    tag_round_attack(content, Attack("sign-flip", frozenset({"red-0"}), 2.0))
+    assert take_round_attack(content) is None  # only the omniscient attacks are tagged
+    content.config_records["meta"]["round_attack"] = "steal"
+    with pytest.raises(PayloadError, match="round_attack='steal'"):
+        take_round_attack(content)

@@ -177,6 +177,6 @@ def test_flower_refuses_an_attack_and_says_why() -> None:
 
     with pytest.raises(
         ConfigError,
-        match=r"attack is supported by the simulator .* node config instead .* no node sees",
+        match=r"attack is supported by the simulator .* node config instead",
     ):
         refuse_simulator_only(RunConfig(attack="alie", malicious_fraction=0.25))

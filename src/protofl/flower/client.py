@@ -62,7 +62,7 @@ from protofl.flower.codec import (
     store_client_state,
 )
 from protofl.flower.fields import Expected
-from protofl.flower.malicious import armed, lie
+from protofl.flower.malicious import armed, lie, tag_round_attack
 from protofl.flower.settings import refuse_simulator_only, settings_from_run_config
 from protofl.sim.simulator import Simulation
 
@@ -162,7 +162,7 @@ def train_round(setup: ClientSetup, content: RecordDict, state: RecordDict) -> R
         update.client_id,
         update.num_samples,
     )
-    return encode_client_update(update, setup.client_index)
+    return tag_round_attack(encode_client_update(update, setup.client_index), setup.attack)
 
 
 def benchmark_client(context: Context) -> ClientSetup:

@@ -5,8 +5,15 @@ started with ``--node-config "partition-id=1 attack='sign-flip' attack-strength=
 exactly as client 1 lies in ``protofl run --set attack=sign-flip --set attack_strength=2.0
 --set malicious_clients=<its id>``: the same poisoned data, the same crafted update, the same
 seeds. Node config keys: ``attack``, ``attack-strength``, ``backdoor-target``,
-``backdoor-fraction``. alie, min-max and min-sum are refused: their attacker sees the other
-clients' updates of the round, which no node receives.
+``backdoor-fraction``.
+
+alie, min-max and min-sum craft the lie from the other clients' updates of the round, which
+no node receives: the papers' attacker is omniscient. protofl emulates that attacker on the
+server side as an evaluation harness: such a node sends its honest update tagged with its
+attack (:func:`tag_round_attack`); before anything else the strategy removes the tag
+(:func:`take_round_attack`) and replaces the tagged updates by the simulator's crafted ones
+(``engine.round_attacks.crafted_round``). Screening and the defence only ever see the
+crafted updates, untagged, as in the simulator. A real deployment has no such tag.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from flwr.app import RecordDict
 
 from protofl.config import RunConfig
 from protofl.core.payloads import ClientUpdate, ServerMessage
@@ -28,7 +37,8 @@ from protofl.engine.attacks import (
 from protofl.engine.backdoor import backdoored, check_backdoor
 from protofl.engine.client import copy_state
 from protofl.engine.round_attacks import ROUND_ATTACKS
-from protofl.errors import ConfigError
+from protofl.errors import ConfigError, PayloadError
+from protofl.flower.fields import META
 
 if TYPE_CHECKING:  # client.py imports this module
     from protofl.flower.client import ClientSetup
@@ -55,12 +65,6 @@ def node_attack(node_config: Mapping[str, Any], client_id: str) -> Attack | None
         config = RunConfig(**values, malicious_clients=(client_id,))
     except ConfigError as err:
         raise ConfigError(f"node config: {err}") from None
-    if config.attack in ROUND_ATTACKS:
-        raise ConfigError(
-            f"node config attack={config.attack!r}: it crafts the lie from the other clients' "
-            "updates of the round, which no Flower node sees; it runs in the simulator only "
-            "(protofl run). See docs/attacks.md."
-        )
     return Attack(
         config.attack,
         frozenset({client_id}),
@@ -88,6 +92,30 @@ def armed(setup: ClientSetup, node_config: Mapping[str, Any]) -> ClientSetup:
         sends = sends_prototypes(setup.algorithm, state, setup.model, data, setup.precision)
         check_prototype_poison(sends, type(setup.algorithm).__name__, setup.num_classes)
     return dataclasses.replace(setup, data=data, attack=attack)
+
+
+ROUND_ATTACK, ROUND_STRENGTH = "round_attack", "round_attack_strength"  # meta keys of the tag
+
+
+def tag_round_attack(content: RecordDict, attack: Attack | None) -> RecordDict:
+    """Tag a reply whose node runs an omniscient attack (alie, min-max, min-sum)."""
+    if attack is not None and attack.name in ROUND_ATTACKS:
+        meta = content.config_records[META]
+        meta[ROUND_ATTACK] = attack.name
+        if attack.strength is not None:
+            meta[ROUND_STRENGTH] = float(attack.strength)
+    return content
+
+
+def take_round_attack(content: RecordDict) -> tuple[str, float | None] | None:
+    """Remove a reply's tag and return (attack, strength), or None for an untagged reply."""
+    meta = content.config_records.get(META)
+    if meta is None or ROUND_ATTACK not in meta:
+        return None
+    name, strength = meta.pop(ROUND_ATTACK), meta.pop(ROUND_STRENGTH, None)
+    if name not in ROUND_ATTACKS or not (strength is None or isinstance(strength, float)):
+        raise PayloadError(f"reply: {ROUND_ATTACK}={name!r} with strength {strength!r}")
+    return str(name), strength
 
 
 def lie(update: ClientUpdate, message: ServerMessage, setup: ClientSetup) -> ClientUpdate:

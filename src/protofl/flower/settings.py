@@ -168,8 +168,7 @@ def refuse_simulator_only(config: RunConfig) -> None:
         raise ConfigError(
             "attack is supported by the simulator (protofl run, compare); on Flower the server "
             "is not told: put it in the malicious node's node config instead (attack=..., "
-            "attack-strength=...; alie, min-max and min-sum need the other clients' updates, "
-            "which no node sees). See docs/attacks.md."
+            "attack-strength=...). See docs/attacks.md."
         )
     if config.holdout_domains:
         raise ConfigError(

@@ -32,6 +32,7 @@ from protofl.engine.evaluate import evaluate_round, mean_accuracy
 from protofl.engine.local import LocalSettings, make_forward
 from protofl.engine.precision import FP32, Precision
 from protofl.engine.root_set import root_weights
+from protofl.engine.round_attacks import crafted_round
 from protofl.errors import ConfigError, PayloadError, TrainingError
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
@@ -43,6 +44,7 @@ from protofl.flower.codec import (
     screen_client_update,
 )
 from protofl.flower.fields import Expected
+from protofl.flower.malicious import take_round_attack
 from protofl.flower.settings import FlowerSettings
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,7 @@ class ProtoflStrategy:
         # transport (the message it answers was sent to that node), never from the payload:
         # a node claiming another node's client is refused, and named.
         self.node_of: dict[int, int] = {}
+        self._round_liars: dict[str, tuple[str, float | None]] = {}  # client id -> tag
         self._message: ServerMessage | None = None  # the round's message (FLTrust trains from it)
         self._root_worker = self._check_root_set(setup)
         self._root_forward = (
@@ -204,6 +207,7 @@ class ProtoflStrategy:
                 f"flower.min_clients is {minimum}. Left out: "
                 + "; ".join(f"{who}: {why}" for who, why in rejected.items())
             )
+        received = self._as_crafted(received)
         aggregation = self.setup.algorithm.start_aggregation(self.state, self._root_weights())
         kept = []
         for index in sorted(received):  # the simulator's order, so sums round the same way
@@ -213,6 +217,21 @@ class ProtoflStrategy:
         self.state = aggregation.result()
         self._server_step = getattr(aggregation, "report", None)  # as the simulator
         return kept, rejected
+
+    def _as_crafted(self, received: dict[int, ClientUpdate]) -> dict[int, ClientUpdate]:
+        """The omniscient attacker's step (alie, min-max, min-sum; see flower/malicious.py):
+        the tagged updates replaced by the simulator's crafted ones, from the round's other
+        updates, in federation order. Untouched when no reply was tagged."""
+        if not self._round_liars:
+            return received
+        attacks = set(self._round_liars.values())
+        if len(attacks) > 1:
+            raise _stop(f"the malicious nodes run different omniscient attacks: {attacks}")
+        (name, strength), order = attacks.pop(), sorted(received)
+        crafted = crafted_round(
+            [received[i] for i in order], frozenset(self._round_liars), name, strength
+        )
+        return dict(zip(order, crafted, strict=True))
 
     def _root_weights(self) -> StateDict | None:
         """FLTrust's server model for this round, trained on the root set from the round's
@@ -361,11 +380,18 @@ class ProtoflStrategy:
         connected = {m.metadata.dst_node_id for m in sent}
         answered: set[int] = set()
         claims: dict[int, list[tuple[int, ClientUpdate, str | None]]] = {}
+        tags: dict[int, tuple[str, float | None] | None] = {}  # node -> omniscient attack
+        self._round_liars = {}
         for reply in replies:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             if not reply.has_error() and is_skipped(reply.content):
                 continue  # its client was not drawn this round: nothing to aggregate
+            try:
+                tags[node] = None if reply.has_error() else take_round_attack(reply.content)
+            except PayloadError as err:
+                rejected[f"node {node}"] = f"update rejected: {err}"
+                continue
             decoded = self._decode(node, reply, expected)
             if isinstance(decoded, str):
                 rejected[f"node {node}"] = decoded
@@ -380,6 +406,9 @@ class ProtoflStrategy:
                 if problem is not None:  # as the simulator: bad prototypes out, weights in
                     rejected[update.client_id] = f"prototypes rejected: {problem}"
                 received[index] = update
+                tag = tags.get(node)
+                if tag is not None:
+                    self._round_liars[update.client_id] = tag
         timeout = self.setup.settings.round_timeout
         for node in sorted({m.metadata.dst_node_id for m in sent} - answered):
             rejected[f"node {node}"] = f"no reply within {timeout:g} s; going on without it"
