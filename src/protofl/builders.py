@@ -118,7 +118,7 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
             raise ConfigError(unknown_name_message(kind, name, list(spec.domains)))
     check_allocation(spec.domains, config.clients_per_domain)
     holdout = _check_holdout(config.holdout_domains, domains, spec)
-    allocation = {d: n for d, n in _allocation(config, spec).items() if d not in holdout}
+    allocation = _allocation(config, spec)  # without the held-out domains
     fraction = config.client_fraction or spec.client_fraction
     options = load_options(config)
     everything = [spec.loader(name, options) for name in domains]
@@ -184,20 +184,30 @@ def _check_holdout(
 
 
 def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[str, Any]]:
-    """Only the benchmark's test splits (a server's view: no client's training data), one
-    domain at a time so that only one domain's raw arrays are held while converting."""
+    """Only the benchmark's test splits (a server's view: no client's training data), and
+    all of each held-out domain's samples, one domain at a time so that only one domain's
+    raw arrays are held while converting."""
     spec = benchmark_of(config)
-    allocation = _allocation(config, spec)
-    options = load_options(config)
-    tests: list[TestSet] = []
-    for name in allocation:
+    domains = config.domains or spec.domains
+    for name in domains:
         if name not in spec.domains:
             raise ConfigError(
                 unknown_name_message(f"domain of {spec.name}", name, list(spec.domains))
             )
+    holdout = _check_holdout(config.holdout_domains, domains, spec)
+    allocation = _allocation(config, spec)
+    options = load_options(config)
+    tests: list[TestSet] = []
+    unseen: list[TestSet] = []
+    for name in domains:
         domain = spec.loader(name, options)
-        part = build_federation([domain], [], spec.num_classes, config.image_size, False, spec.flip)
-        tests += part.test_sets
+        if name in holdout:
+            unseen += build_holdout_sets([domain], config.image_size, spec.flip)
+        else:
+            part = build_federation(
+                [domain], [], spec.num_classes, config.image_size, False, spec.flip
+            )
+            tests += part.test_sets
         del domain  # its training arrays go now, before the next domain loads
     resolved = {
         "domains": list(allocation),
@@ -205,7 +215,10 @@ def load_test_sets(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[s
         "client_fraction": config.client_fraction or spec.client_fraction,
         "test_sizes": {t.domain: len(t.data) for t in tests},
     }
-    return spec, Federation((), tuple(tests), spec.num_classes), resolved
+    if unseen:
+        resolved["holdout_sizes"] = {t.domain: len(t.data) for t in unseen}
+    federation = Federation((), tuple(tests), spec.num_classes, holdout_sets=tuple(unseen))
+    return spec, federation, resolved
 
 
 def federation_size(config: RunConfig) -> int:
@@ -231,8 +244,13 @@ def locate_client(config: RunConfig, client_index: int) -> tuple[str, int]:
 
 
 def _allocation(config: RunConfig, spec: BenchmarkSpec) -> dict[str, int]:
+    """Clients per trained domain, in the run's domain order (held-out domains have none)."""
     domains = config.domains or spec.domains
-    return {d: config.clients_per_domain.get(d, spec.clients_per_domain[d]) for d in domains}
+    return {
+        d: config.clients_per_domain.get(d, spec.clients_per_domain[d])
+        for d in domains
+        if d not in config.holdout_domains
+    }
 
 
 @contextlib.contextmanager

@@ -453,6 +453,31 @@ def test_benchmark_apps_match_protofl_run_through_the_run_config(validation: flo
         assert set(expected[-1].validation_accuracy) == {"handwritten", "synthetic"}
 
 
+def test_a_held_out_domain_on_flower_is_scored_as_in_the_simulator() -> None:
+    config = RunConfig(
+        rounds=2,
+        local_epochs=1,
+        batch_size=32,
+        domains=("handwritten", "synthetic", "segments"),
+        clients_per_domain={"handwritten": 1, "synthetic": 1, "segments": 1},
+        client_fraction=0.05,
+        eval_batch_size=500,
+        holdout_domains=("synthetic",),
+    )
+    simulation, resolved = prepare(config)
+    expected = simulation.run(config.rounds)
+
+    run_config = to_run_config(config, FlowerSettings(min_clients=2))
+    server = benchmark_server(Context(0, 0, {}, RecordDict(), run_config))
+    assert server.num_clients == 2 and server.resolved["holdout_sizes"] == resolved["holdout_sizes"]
+    grid = InProcessGrid(client_app(), run_config, node_ids=[42, 17])  # partitions 0 and 1
+    flower = run_server(grid, server, write=False)
+    assert [without_timing(r) for r in flower.history] == [without_timing(r) for r in expected]
+    assert list(flower.history[-1].clients) == ["handwritten-0", "segments-0"]
+    assert flower.history[-1].holdout_accuracy is not None
+    assert list(flower.history[-1].holdout_accuracy) == ["synthetic"]
+
+
 # ---- validation split -------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
 """Unseen domains: a held-out domain has no client, and the global model is scored on all of
-its data every round; the report shows it; wrong names are named; Flower refuses it."""
+its data every round; the report shows it; wrong names are named (on Flower:
+tests/integration/test_flower_strategy.py)."""
 
 from __future__ import annotations
 
@@ -62,8 +63,3 @@ def test_bad_holdout_settings_are_named() -> None:
     every = ("handwritten", "synthetic", "strokes", "segments")
     with pytest.raises(ConfigError, match="leaves no domain to train on"):
         load_federation(RunConfig(**SMALL, holdout_domains=every))
-    pytest.importorskip("flwr")
-    from protofl.flower.settings import refuse_simulator_only
-
-    with pytest.raises(ConfigError, match="holdout_domains is supported by the simulator"):
-        refuse_simulator_only(RunConfig(holdout_domains=("segments",)))

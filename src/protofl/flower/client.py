@@ -186,7 +186,10 @@ def client_from_config(config: RunConfig, client_index: int) -> ClientSetup:
     except ConfigError as err:
         raise ConfigError(f"node config {PARTITION_ID}={client_index}: {err}") from None
     device = node_device(config.device, client_index)
-    simulation, resolved = _prepared(dataclasses.replace(config, domains=(domain,), device=device))
+    # the node's domain alone (each domain's clients come from its own seed, so they are the
+    # simulator's), without the held-out domains, which no node holds
+    own = dataclasses.replace(config, domains=(domain,), holdout_domains=(), device=device)
+    simulation, resolved = _prepared(own)
     return ClientSetup(
         algorithm=simulation.algorithm,
         model=simulation.model,

@@ -185,6 +185,7 @@ def server_from_config(config: RunConfig, settings: FlowerSettings | None = None
         algorithm=algorithm,
         model=precision.prepare_model(model),
         test_sets=tests.test_sets,
+        holdout_sets=tests.holdout_sets,
         num_classes=spec.num_classes,
         feature_dim=feature_dim,
         config=config,

@@ -162,16 +162,11 @@ def parse_flower_settings(values: Mapping[str, Any]) -> FlowerSettings:
 
 
 def refuse_simulator_only(config: RunConfig) -> None:
-    """Refuse the settings that only the simulator carries out (attacks, held-out
-    domains), saying why, instead of ignoring them on Flower."""
+    """Refuse the settings that only the simulator carries out (an attack in the
+    run config), saying why, instead of ignoring them on Flower."""
     if config.attack:
         raise ConfigError(
             "attack is supported by the simulator (protofl run, compare); on Flower the server "
             "is not told: put it in the malicious node's node config instead (attack=..., "
             "attack-strength=...). See docs/attacks.md."
-        )
-    if config.holdout_domains:
-        raise ConfigError(
-            "holdout_domains is supported by the simulator (protofl run, compare) but not on "
-            "Flower yet."
         )

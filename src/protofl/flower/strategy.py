@@ -78,6 +78,7 @@ class ServerSetup:
     precision: Precision = FP32  # of the server's evaluation, as the simulator's
     privacy: PrototypePrivacy = NO_PRIVACY  # what the clients apply; the server accounts it
     resolved: dict[str, Any] = field(default_factory=dict)  # written into config.json
+    holdout_sets: tuple[TestSet, ...] = ()  # held-out domains' samples (holdout_domains)
     # aggregation='fltrust': the server's root set and the loop it trains on it each round
     root_set: ClientData | None = None
     local: LocalSettings | None = None
@@ -289,6 +290,7 @@ class ProtoflStrategy:
             setup.precision,
             setup.privacy,
             self._server_step,
+            holdout_sets=setup.holdout_sets,
         )
         record = dataclasses.replace(record, absent=list(self._absent))
         if setup.config.validation_fraction > 0:
