@@ -323,6 +323,7 @@ def build_simulation(
             config.attack_strength,
             config.backdoor_target,
             config.backdoor_fraction,
+            config.attack_perturbation,
         )
         resolved = {  # the server is not told
             **resolved,

@@ -41,6 +41,8 @@ NODE = {
     "alie": {"attack": "alie", "attack-strength": 1.5},
     "min-max": {"attack": "min-max"},
     "min-sum": {"attack": "min-sum"},
+    "min-sum/sign": {"attack": "min-sum", "attack-perturbation": "sign"},
+    "min-max/unit": {"attack": "min-max", "attack-perturbation": "unit"},
 }
 
 
@@ -49,9 +51,11 @@ NODE = {
 def test_a_malicious_node_lies_as_the_simulators_liar(attack: str) -> None:
     node = NODE[attack]
     options = {field: node[key] for key, field in (("attack-strength", "attack_strength"),
-               ("backdoor-target", "backdoor_target"), ("backdoor-fraction", "backdoor_fraction"))
-               if key in node}  # fmt: skip
-    lying = dataclasses.replace(CONFIG, attack=attack, malicious_clients=("red-1",), **options)
+               ("backdoor-target", "backdoor_target"), ("backdoor-fraction", "backdoor_fraction"),
+               ("attack-perturbation", "attack_perturbation")) if key in node}  # fmt: skip
+    lying = dataclasses.replace(
+        CONFIG, attack=node["attack"], malicious_clients=("red-1",), **options
+    )
     clients, tests = tiny_clients()
     torch.manual_seed(0)
     simulated = train_federated(clients, tests, TinyNet(), lying, num_classes=4)
@@ -157,7 +161,7 @@ def test_the_omniscient_attack_tag_never_reaches_screening_or_the_defence() -> N
 
     content = RecordDict({"meta": ConfigRecord({"round": 1})})
     tag_round_attack(content, Attack("alie", frozenset({"red-0"}), 1.5))
-    assert take_round_attack(content) == ("alie", 1.5)
+    assert take_round_attack(content) == ("alie", 1.5, "std")
     assert dict(content.config_records["meta"]) == {"round": 1}  # removed before decoding
     assert take_round_attack(content) is None
     tag_round_attack(content, Attack("sign-flip", frozenset({"red-0"}), 2.0))

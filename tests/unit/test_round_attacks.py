@@ -127,3 +127,51 @@ def test_min_sum_gamma_matches_its_closed_form() -> None:
     a, b, c, pairwise = distance_terms(benign, {k: -benign_stack(benign, k).std(dim=0)
                                                 for k in ("conv", "bias")})  # fmt: skip
     assert min_sum_gamma(a, b, c, pairwise) == pytest.approx(expected, abs=2e-5)
+
+
+def test_unit_and_sign_perturbations_on_two_points_by_hand() -> None:
+    # benign 0 and 2 from the starting weight 3: mean 1, mean update d = -2, so unit and sign
+    # both give p = +1. min-max: max((1 + g)^2, (1 + g - 2)^2) <= 4 gives g = 1; min-sum:
+    # (1 + g)^2 + (g - 1)^2 = 2 + 2 g^2 <= 4 gives g = 1: the lie lands at 2.
+    start = {"w": torch.tensor([3.0]), "n": torch.tensor(0)}
+    updates = [update("a", [0.0]), update("b", [2.0]), update("liar", [5.0], 9)]
+    for name in ("min-max", "min-sum"):
+        for kind in ("unit", "sign"):
+            sent = crafted_round(updates, frozenset({"liar"}), name, None, kind, start)[2]
+            assert sent.weights["w"].item() == pytest.approx(2.0, abs=1e-4), (name, kind)
+            assert sent.weights["n"].item() == 9
+
+
+@pytest.mark.parametrize("kind", ["unit", "sign"])
+def test_unit_and_sign_directions_follow_their_formulas_against_brute_force(kind: str) -> None:
+    benign = random_states(5, 3)
+    start = {"conv": torch.full((2, 3), 0.5), "bias": torch.zeros(4), "n": torch.tensor(0)}
+    points = torch.stack([flat(s) for s in benign])  # [5, 10]
+    mean = points.mean(dim=0)
+    drift = mean - flat(start)
+    p = -drift / drift.norm() if kind == "unit" else -torch.sign(drift)
+    pairwise = torch.cdist(points, points).pow(2)
+    grid = torch.linspace(0, 40, 400_001, dtype=torch.float64)  # step 1e-4
+    squared = torch.cdist(mean + grid[:, None] * p, points).pow(2)  # [G, 5]
+    for name, passes in (
+        ("min-max", squared.max(dim=1).values <= pairwise.max()),
+        ("min-sum", squared.sum(dim=1) <= pairwise.sum(dim=1).max()),
+    ):
+        brute = grid[passes].max().item()
+        assert brute < 40
+        sent = min_max_weights(benign, name, kind, start)
+        found = (flat(sent | {"n": torch.tensor(0)}) - mean) / p  # gamma, per coordinate
+        assert torch.allclose(found, found[0], atol=1e-4)  # one gamma along p: the direction
+        assert found[0].item() == pytest.approx(brute, abs=2e-4), name
+
+
+def test_the_perturbation_is_an_option_of_min_max_and_min_sum_only() -> None:
+    from protofl import RunConfig
+    from protofl.errors import ConfigError
+
+    liars = {"malicious_fraction": 0.25}
+    assert RunConfig(attack="min-sum", attack_perturbation="sign", **liars)
+    with pytest.raises(ConfigError, match="attack_perturbation is an option of attack='min-max'"):
+        RunConfig(attack="alie", attack_perturbation="unit", **liars)
+    with pytest.raises(ConfigError, match="attack_perturbation"):
+        RunConfig(attack="min-max", attack_perturbation="units", **liars)

@@ -95,6 +95,9 @@ class RunConfig:
     # None: each attack's default. sign-flip's scale and noise's std (1); alie's z (the
     # paper's z_max from the number of clients and liars); not for NO_STRENGTH
     attack_strength: float | None = None
+    # min-max / min-sum: the perturbation direction of Shejwalkar & Houmansadr (NDSS 2021):
+    # "std" (-std, their default), "unit" (-unit vector of the mean update), "sign"
+    attack_perturbation: str = "std"
     # backdoor: the class the trigger should give, and each liar's share of poisoned samples
     backdoor_target: int = 0
     backdoor_fraction: float = 0.3
@@ -235,6 +238,8 @@ ATTACK_NAMES = (
     "backdoor",
     "prototype-poison",
 )
+# min-max / min-sum perturbation directions (protofl.engine.round_attacks)
+PERTURBATIONS = ["std", "unit", "sign"]
 # the attacks that have no attack_strength
 NO_STRENGTH = (
     "label-flip",
@@ -263,6 +268,15 @@ def _check_attack(config: RunConfig) -> None:
             "backdoor_fraction); unset it, or see docs/attacks.md."
         )
     _check_backdoor(config)
+    if config.attack_perturbation not in PERTURBATIONS:
+        raise ConfigError(
+            unknown_name_message("attack_perturbation", config.attack_perturbation, PERTURBATIONS)
+        )
+    if config.attack_perturbation != "std" and config.attack not in ("min-max", "min-sum"):
+        raise ConfigError(
+            f"attack_perturbation is an option of attack='min-max' and 'min-sum'; got "
+            f"attack={config.attack!r}."
+        )
     someone = config.malicious_fraction > 0 or bool(config.malicious_clients)
     if config.attack and not someone:
         raise ConfigError(

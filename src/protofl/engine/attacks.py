@@ -64,6 +64,7 @@ class Attack:
     strength: float | None = None  # None: each attack's default
     backdoor_target: int = 0
     backdoor_fraction: float = 0.3
+    perturbation: str = "std"  # min-max / min-sum's direction
 
     @property
     def scale(self) -> float:

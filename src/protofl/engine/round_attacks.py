@@ -10,8 +10,11 @@ included); integer counters are sent as the liar trained them.
   coordinate of the benign weights, with the paper's ``z_max`` (:func:`alie_z`) unless
   ``attack_strength`` sets ``z``;
 - ``min-max`` and ``min-sum`` (Shejwalkar & Houmansadr, NDSS 2021, their AGR-agnostic
-  attacks): ``mean + gamma * p`` with the paper's default perturbation ``p = -std`` per
-  coordinate, ``gamma`` the largest for which the crafted update's largest squared distance
+  attacks): ``mean + gamma * p`` with one of the paper's three perturbations
+  (``attack_perturbation``): ``std``, ``p = -std`` per coordinate (their default); ``unit``,
+  ``p = -d / |d|`` for the mean benign update ``d = mean - g`` (``g`` the round's starting
+  global weights; the norm over every floating entry together); ``sign``, ``p = -sign(d)``;
+  ``gamma`` the largest for which the crafted update's largest squared distance
   to a benign update stays within the largest benign pairwise one (min-max), or its sum of
   squared distances to the benign updates within the largest such sum of a benign update
   (min-sum); found by the paper's search (:func:`largest_gamma`).
@@ -19,8 +22,9 @@ included); integer counters are sent as the liar trained them.
 The statistics are those of the honest clients of the round; when every client of a round
 lies (partial participation), the liars' own trained updates are the benign reference, as
 Baruch et al.'s attackers estimate them from their own data. Mean and std are unweighted;
-std is the sample std (n - 1), 0 for a single benign update. All statistics are
-shift-invariant, so weights give the same crafted model as updates ``w - g`` would.
+std is the sample std (n - 1), 0 for a single benign update. The distances are
+shift-invariant, so weights give the same crafted model as updates ``w - g`` would; only the
+``unit`` and ``sign`` directions read ``g``.
 """
 
 from __future__ import annotations
@@ -129,13 +133,34 @@ def min_sum_gamma(a: torch.Tensor, b: torch.Tensor, c: float, pairwise: torch.Te
     return largest_gamma(lambda g: float((a + 2 * g * b + g * g * c).sum()) <= limit)
 
 
-def min_max_weights(benign: Sequence[StateDict], name: str) -> StateDict:
-    """``mean + gamma * (-std)`` over the floating entries, gamma by ``name``'s constraint."""
-    means, direction = {}, {}
+def perturbation(
+    benign: Sequence[StateDict], kind: str, start: StateDict | None
+) -> tuple[StateDict, StateDict]:
+    """(mean, p) over the floating entries of the benign states for direction ``kind``."""
+    means, spreads = {}, {}
     for key, value in benign[0].items():
         if value.is_floating_point():
             stack = benign_stack(benign, key)
-            means[key], direction[key] = stack.mean(dim=0), -coordinate_std(stack)
+            means[key], spreads[key] = stack.mean(dim=0), coordinate_std(stack)
+    if kind == "std":
+        return means, {key: -spread for key, spread in spreads.items()}
+    if start is None:
+        raise ValueError(f"the {kind!r} perturbation needs the round's starting weights")
+    drift = {key: mean - start[key].to(mean) for key, mean in means.items()}  # mean update d
+    if kind == "sign":
+        return means, {key: -torch.sign(d) for key, d in drift.items()}
+    if kind != "unit":
+        raise ValueError(f"unknown perturbation {kind!r}")
+    norm = math.sqrt(sum(float(d.double().pow(2).sum()) for d in drift.values()))
+    return means, {key: -d / norm if norm > 0 else torch.zeros_like(d) for key, d in drift.items()}
+
+
+def min_max_weights(
+    benign: Sequence[StateDict], name: str, kind: str = "std", start: StateDict | None = None
+) -> StateDict:
+    """``mean + gamma * p`` over the floating entries, gamma by ``name``'s constraint and
+    ``p`` by ``kind`` (:func:`perturbation`)."""
+    means, direction = perturbation(benign, kind, start)
     terms = distance_terms(benign, direction)
     gamma = min_max_gamma(*terms) if name == "min-max" else min_sum_gamma(*terms)
     dtypes = {key: benign[0][key].dtype for key in means}
@@ -143,25 +168,37 @@ def min_max_weights(benign: Sequence[StateDict], name: str) -> StateDict:
 
 
 def crafted_weights(
-    name: str, benign: Sequence[StateDict], clients: int, liars: int, strength: float | None
+    name: str,
+    benign: Sequence[StateDict],
+    clients: int,
+    liars: int,
+    strength: float | None,
+    kind: str = "std",
+    start: StateDict | None = None,
 ) -> StateDict:
     """The floating weights every liar of the round sends under attack ``name``."""
     if name == "alie":
         return alie_weights(benign, alie_z(clients, liars) if strength is None else strength)
-    return min_max_weights(benign, name)
+    return min_max_weights(benign, name, kind, start)
 
 
 def crafted_round(
-    updates: Sequence[ClientUpdate], liars: frozenset[str], name: str, strength: float | None
+    updates: Sequence[ClientUpdate],
+    liars: frozenset[str],
+    name: str,
+    strength: float | None,
+    kind: str = "std",
+    start: StateDict | None = None,
 ) -> list[ClientUpdate]:
     """The round's updates in their order, each liar's floating weights replaced by the
-    crafted ones (its integer counters kept)."""
+    crafted ones (its integer counters kept). ``kind`` and ``start`` (the round's starting
+    global weights) pick min-max / min-sum's perturbation."""
     lying = [u for u in updates if u.client_id in liars]
     if not lying:
         return list(updates)
     honest = [u for u in updates if u.client_id not in liars] or lying
     benign = [u.weights for u in honest]
-    crafted = crafted_weights(name, benign, len(updates), len(lying), strength)
+    crafted = crafted_weights(name, benign, len(updates), len(lying), strength, kind, start)
     return [
         dataclasses.replace(u, weights={**u.weights, **crafted}) if u.client_id in liars else u
         for u in updates

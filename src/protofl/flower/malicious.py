@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
-from protofl.config import RunConfig
+from protofl.config import PERTURBATIONS, RunConfig
 from protofl.core.payloads import ClientUpdate, ServerMessage
 from protofl.engine.attacks import (
     LABEL_FLIPS,
@@ -49,6 +49,7 @@ NODE_KEYS = {
     "attack-strength": "attack_strength",
     "backdoor-target": "backdoor_target",
     "backdoor-fraction": "backdoor_fraction",
+    "attack-perturbation": "attack_perturbation",
 }
 
 
@@ -71,6 +72,7 @@ def node_attack(node_config: Mapping[str, Any], client_id: str) -> Attack | None
         config.attack_strength,
         config.backdoor_target,
         config.backdoor_fraction,
+        config.attack_perturbation,
     )
 
 
@@ -94,28 +96,34 @@ def armed(setup: ClientSetup, node_config: Mapping[str, Any]) -> ClientSetup:
     return dataclasses.replace(setup, data=data, attack=attack)
 
 
-ROUND_ATTACK, ROUND_STRENGTH = "round_attack", "round_attack_strength"  # meta keys of the tag
+# meta keys of the tag
+ROUND_ATTACK, ROUND_STRENGTH, ROUND_KIND = "round_attack", "round_attack_strength", "round_kind"
+RoundTag = tuple[str, float | None, str]  # (attack, strength, perturbation)
 
 
 def tag_round_attack(content: RecordDict, attack: Attack | None) -> RecordDict:
     """Tag a reply whose node runs an omniscient attack (alie, min-max, min-sum)."""
     if attack is not None and attack.name in ROUND_ATTACKS:
         meta = content.config_records[META]
-        meta[ROUND_ATTACK] = attack.name
+        meta[ROUND_ATTACK], meta[ROUND_KIND] = attack.name, attack.perturbation
         if attack.strength is not None:
             meta[ROUND_STRENGTH] = float(attack.strength)
     return content
 
 
-def take_round_attack(content: RecordDict) -> tuple[str, float | None] | None:
-    """Remove a reply's tag and return (attack, strength), or None for an untagged reply."""
+def take_round_attack(content: RecordDict) -> RoundTag | None:
+    """Remove a reply's tag and return (attack, strength, perturbation), or None for an
+    untagged reply."""
     meta = content.config_records.get(META)
     if meta is None or ROUND_ATTACK not in meta:
         return None
     name, strength = meta.pop(ROUND_ATTACK), meta.pop(ROUND_STRENGTH, None)
+    kind = meta.pop(ROUND_KIND, "std")
     if name not in ROUND_ATTACKS or not (strength is None or isinstance(strength, float)):
         raise PayloadError(f"reply: {ROUND_ATTACK}={name!r} with strength {strength!r}")
-    return str(name), strength
+    if kind not in PERTURBATIONS:
+        raise PayloadError(f"reply: {ROUND_KIND}={kind!r}; expected one of {PERTURBATIONS}")
+    return str(name), strength, str(kind)
 
 
 def lie(update: ClientUpdate, message: ServerMessage, setup: ClientSetup) -> ClientUpdate:

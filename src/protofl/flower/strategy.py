@@ -44,7 +44,7 @@ from protofl.flower.codec import (
     screen_client_update,
 )
 from protofl.flower.fields import Expected
-from protofl.flower.malicious import take_round_attack
+from protofl.flower.malicious import RoundTag, take_round_attack
 from protofl.flower.settings import FlowerSettings
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ProtoflStrategy:
         # transport (the message it answers was sent to that node), never from the payload:
         # a node claiming another node's client is refused, and named.
         self.node_of: dict[int, int] = {}
-        self._round_liars: dict[str, tuple[str, float | None]] = {}  # client id -> tag
+        self._round_liars: dict[str, RoundTag] = {}  # client id -> its omniscient attack
         self._message: ServerMessage | None = None  # the round's message (FLTrust trains from it)
         self._root_worker = self._check_root_set(setup)
         self._root_forward = (
@@ -228,10 +228,11 @@ class ProtoflStrategy:
         attacks = set(self._round_liars.values())
         if len(attacks) > 1:
             raise _stop(f"the malicious nodes run different omniscient attacks: {attacks}")
-        (name, strength), order = attacks.pop(), sorted(received)
-        crafted = crafted_round(
-            [received[i] for i in order], frozenset(self._round_liars), name, strength
-        )
+        (name, strength, kind), order = attacks.pop(), sorted(received)
+        start = None if self._message is None else self._message.weights
+        updates = [received[i] for i in order]
+        liars = frozenset(self._round_liars)
+        crafted = crafted_round(updates, liars, name, strength, kind, start)
         return dict(zip(order, crafted, strict=True))
 
     def _root_weights(self) -> StateDict | None:
@@ -382,7 +383,7 @@ class ProtoflStrategy:
         connected = {m.metadata.dst_node_id for m in sent}
         answered: set[int] = set()
         claims: dict[int, list[tuple[int, ClientUpdate, str | None]]] = {}
-        tags: dict[int, tuple[str, float | None] | None] = {}  # node -> omniscient attack
+        tags: dict[int, RoundTag | None] = {}  # node -> omniscient attack
         self._round_liars = {}
         for reply in replies:
             node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)

@@ -211,7 +211,12 @@ class Simulation:
         updates: Iterable[ClientUpdate] = self._trained(message, observer)
         if self.attack.name in ROUND_ATTACKS:
             updates = crafted_round(
-                list(updates), self.attack.malicious, self.attack.name, self.attack.strength
+                list(updates),
+                self.attack.malicious,
+                self.attack.name,
+                self.attack.strength,
+                self.attack.perturbation,
+                message.weights,
             )
         for update in updates:
             screened, reason = screen_update(
