@@ -122,7 +122,9 @@ def _scan_classes(
 
 
 def class_images(class_dir: Path) -> list[Path]:
-    """The image files under ``class_dir`` (nested folders too), in sorted order."""
+    """The image files under ``class_dir`` (nested folders too), in sorted order: top-down,
+    hidden files and folders skipped. Office-Caltech's reader keeps torchvision's rules
+    instead (``image_folders._class_images``; why there)."""
     found: list[Path] = []
     ignored = 0
     for folder, dirs, names in os.walk(class_dir, followlinks=True):

@@ -66,6 +66,11 @@ def _is_class_dir(entry: os.DirEntry[str]) -> bool:
 
 
 def _class_images(class_dir: Path) -> list[Path]:
+    """torchvision ImageFolder's files and order (``sorted(os.walk)``, its extensions, hidden
+    files included), so Office-Caltech and SYN keep the reference code's sample order and
+    80/20 split. ``folder_scan.class_images`` (folders, PACS, Office-Home, DomainNet) has
+    other rules on purpose: hidden entries skipped, GIF accepted, an empty class absent
+    rather than an error. Merging them would move Office-Caltech's samples."""
     found: list[Path] = []
     skipped = 0
     for folder, _, names in sorted(os.walk(class_dir, followlinks=True)):
