@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protofl.algorithms import ALGORITHMS
 from protofl.outputs.compare import describe_machine
 
 # Each defence as the settings that switch it on (the aggregation rules of
@@ -55,7 +56,6 @@ PSEUDO_ATTACKS: dict[str, tuple[str, ...]] = {
 }
 PROTOTYPE_ONLY_ATTACKS = {"prototype-poison"}
 PROTOTYPE_ONLY_DEFENCES = {"prototype-median", "prototype-filter"}
-NO_PROTOTYPES = {"fedavg", "fedprox", "moon", "feddyn", "fedopt", "fedbn", "fedheal"}
 
 
 @dataclass(frozen=True)
@@ -71,11 +71,16 @@ class Cell:
 
 
 def exists(cell: Cell) -> bool:
-    sends_prototypes = cell.algorithm not in NO_PROTOTYPES
+    """Whether the run is defined: prototype attacks and defences need an algorithm that
+    sends prototypes, and a weight rule one that applies it (FedHEAL has its own)."""
+    spec = ALGORITHMS.get(cell.algorithm)
     needs_prototypes = cell.attack in PROTOTYPE_ONLY_ATTACKS or cell.defence in (
         PROTOTYPE_ONLY_DEFENCES
     )
-    return sends_prototypes or not needs_prototypes
+    weight_rule = cell.defence not in PROTOTYPE_ONLY_DEFENCES and cell.defence != "mean"
+    if weight_rule and not spec.applies_weight_rule:
+        return False
+    return spec.sends_prototypes or not needs_prototypes
 
 
 def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str]) -> list[str]:

@@ -31,6 +31,11 @@ def test_prototype_cells_exist_only_for_algorithms_that_send_prototypes() -> Non
     assert not grid.exists(grid.Cell("fedavg", "none", "prototype-filter", 0))
     assert grid.exists(grid.Cell("fedavg", "alie", "krum", 0))
     assert grid.exists(grid.Cell("fpl", "prototype-poison", "prototype-filter", 0))
+    # FedHEAL combines weights by its own rule: no weight-rule defence, the prototype one yes
+    assert not grid.exists(grid.Cell("fpl-fedheal", "alie", "krum", 0))
+    assert grid.exists(grid.Cell("fpl-fedheal", "alie", "mean", 0))
+    assert grid.exists(grid.Cell("fpl-fedheal", "prototype-poison", "prototype-filter", 0))
+    assert not grid.exists(grid.Cell("fedheal", "none", "prototype-filter", 0))
 
 
 def test_each_run_gets_its_attack_and_defence(tmp_path: Path) -> None:
