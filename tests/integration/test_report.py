@@ -245,7 +245,8 @@ def test_a_window_longer_than_the_runs_is_reported_not_shortened(tmp_path: Path)
 
 
 def test_a_resumed_run_names_every_part_and_a_mixed_row_says_so() -> None:
-    from protofl.outputs.report import FinishedRun, _provenance_lines
+    from protofl.outputs.report import FinishedRun
+    from protofl.outputs.report_text import _provenance_lines
 
     def run(parts: list[dict[str, Any]] | None, precision: str = "bf16") -> FinishedRun:
         resolved: dict[str, Any] = {"precision": precision, "produced_by": {"commit": "aaa"}}

@@ -20,8 +20,8 @@ from typing import Any
 
 from protofl.config import merge
 from protofl.errors import ConfigError
-from protofl.outputs import compare, report, report_stats, results
-from protofl.outputs.report import FinishedRun, mean_std_text
+from protofl.outputs import compare, report_stats, report_text, results
+from protofl.outputs.report import FinishedRun
 
 # FedBN-style personalised scores use each client's own BatchNorm layers; a domain that no
 # client holds has no such layers, so only the global model is scored there.
@@ -115,7 +115,7 @@ def markdown(lodo: Mapping[str, Any], meta: Mapping[str, Any], rounds: int) -> s
         "|---|" + "---|" * (len(columns) + 2),
     ]
     for algorithm, row in lodo["rows"].items():
-        cells = [mean_std_text(row[c]) for c in [*columns, "mean"]]
+        cells = [report_text.mean_std_text(row[c]) for c in [*columns, "mean"]]
         seeds = ",".join(map(str, row["seeds"]))
         lines.append(f"| {algorithm} | " + " | ".join(cells) + f" | {seeds} |")
     lines.append("")
@@ -138,7 +138,7 @@ def write(
     first = next(iter(per_domain.values()))
     meta = {**first["meta"], "command": command}
     lodo = table(plans)
-    rounds = min(report.shortest_run(r) for r in per_domain.values())
+    rounds = min(report_text.shortest_run(r) for r in per_domain.values())
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown(lodo, meta, rounds))
     everything = {

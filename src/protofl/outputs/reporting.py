@@ -13,8 +13,8 @@ from rich.table import Table
 from protofl.config import RunConfig, list_presets, preset_summary
 from protofl.core.records import RoundRecord
 from protofl.outputs import results
-from protofl.outputs.report import mean_std_text, paired_text, shortest_run, worst_text
 from protofl.outputs.report_stats import METRICS, WINDOWS, comparison_text
+from protofl.outputs.report_text import mean_std_text, paired_text, shortest_run, worst_text
 
 if TYPE_CHECKING:  # the API pulls in torch and the data stack; the CLI loads it when needed
     from protofl.api import RunResult
