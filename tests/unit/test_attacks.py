@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from protofl import RunConfig, train_federated
-from protofl.config import ATTACK_NAMES
+from protofl.config.robustness import ATTACK_NAMES
 from protofl.core.payloads import ClientUpdate, Prototypes
 from protofl.data.user import federation_from_arrays
 from protofl.engine.attacks import (

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from protofl import RunConfig, train_federated
-from protofl.config import WEIGHT_RULES
+from protofl.config.robustness import WEIGHT_RULES
 from protofl.federation.aggregation import GeometricMedian, Krum
 from protofl.federation.defences import RoundReference
 from protofl.federation.rules import RULES, make_combiner

@@ -21,7 +21,7 @@ from protofl.algorithms.robust_prototypes import (
     defend_prototypes,
     median_prototypes,
 )
-from protofl.config import PROTOTYPE_RULES as CONFIG_PROTOTYPE_RULES
+from protofl.config.robustness import PROTOTYPE_RULES as CONFIG_PROTOTYPE_RULES
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes
 from protofl.errors import ConfigError
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from protofl.core.payloads import Prototypes
 from protofl.federation.aggregation import coordinate_median
 
-# protofl.config.PROTOTYPE_RULES lists the same names (a test holds them equal)
+# protofl.config.robustness.PROTOTYPE_RULES lists the same names (a test holds them equal)
 PROTOTYPE_RULES = ("all", "median", "centre-filter")
 
 

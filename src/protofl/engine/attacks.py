@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from protofl.algorithms import Algorithm
-from protofl.config import ATTACK_NAMES
+from protofl.config.robustness import ATTACK_NAMES
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, StateDict
 from protofl.core.seeding import derive_seed, torch_generator
 from protofl.engine.client import run_client_round

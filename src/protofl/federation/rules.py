@@ -12,7 +12,7 @@ from protofl.federation.aggregation import (
 )
 from protofl.federation.defences import Bulyan, FLTrust, NormClip, RoundReference
 
-# protofl.config.WEIGHT_RULES lists the same names (a test holds them equal)
+# protofl.config.robustness.WEIGHT_RULES lists the same names (a test holds them equal)
 RULES = (
     "mean",
     "median",

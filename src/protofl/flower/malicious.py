@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.app import RecordDict
 
-from protofl.config import PERTURBATIONS, RunConfig
+from protofl.config import RunConfig
+from protofl.config.robustness import PERTURBATIONS
 from protofl.core.payloads import ClientUpdate, ServerMessage
 from protofl.engine.attacks import (
     LABEL_FLIPS,
