@@ -12,11 +12,11 @@ import pytest
 
 from image_files import write_class_folders, write_image
 from protofl import RunConfig
-from protofl.builders import load_federation
 from protofl.cli import main
 from protofl.data import image_cache
 from protofl.data.folders import stratified_test_mask
 from protofl.errors import ConfigError, DataError
+from protofl.loading import load_federation
 
 TWO_DOMAINS = {"hospital_a": ["cat", "dog", "eel"], "hospital_b": ["cat", "dog"]}
 

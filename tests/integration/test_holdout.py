@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from protofl import RunConfig, run
-from protofl.builders import load_federation
 from protofl.cli import main
 from protofl.errors import ConfigError
+from protofl.loading import load_federation
 
 SMALL = {
     "rounds": 2,

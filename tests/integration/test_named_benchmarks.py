@@ -16,11 +16,11 @@ import pytest
 
 from image_files import write_image
 from protofl import RunConfig, run
-from protofl.builders import load_federation
 from protofl.data import archives
 from protofl.data.archives import Archive
 from protofl.data.named_folders import check_labels, parse_split_file
 from protofl.errors import ConfigError, DataError, DataNotFoundError
+from protofl.loading import load_federation
 
 PACS = ("photo", "art_painting", "cartoon", "sketch")
 PACS_CLASSES = ("dog", "horse")  # two of the seven, as the tests need only their layout

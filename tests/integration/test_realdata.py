@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from protofl import RunConfig
-from protofl.builders import load_federation
 from protofl.cli import main
+from protofl.loading import load_federation
 
 from tiny_data import shared_data_or_skip
 

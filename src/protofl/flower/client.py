@@ -36,7 +36,6 @@ from protofl.builders import (
     algorithm_for,
     configure_determinism,
     local_settings,
-    locate_client,
     prepare,
     privacy_of,
     resolve_device,
@@ -64,6 +63,7 @@ from protofl.flower.codec import (
 from protofl.flower.fields import Expected
 from protofl.flower.malicious import armed, lie, tag_round_attack
 from protofl.flower.settings import refuse_simulator_only, settings_from_run_config
+from protofl.loading import locate_client
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)

@@ -25,9 +25,6 @@ from protofl.api import check_same_settings, saved_config
 from protofl.builders import (
     algorithm_for,
     configure_determinism,
-    federation_size,
-    load_federation,
-    load_test_sets,
     local_settings,
     privacy_of,
     resolve_device,
@@ -48,6 +45,7 @@ from protofl.flower.settings import (
     settings_from_run_config,
 )
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
+from protofl.loading import federation_size, load_federation, load_test_sets
 from protofl.models import build_model
 from protofl.outputs import results
 from protofl.outputs.checkpoint import Snapshot, load_snapshot
