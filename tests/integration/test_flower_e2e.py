@@ -241,7 +241,8 @@ def read_metrics(out: Path) -> list[dict[str, object]]:
 @pytest.mark.flower_e2e
 def test_two_supernodes_train_fpl_for_two_rounds(deployment: Deployment, tmp_path: Path) -> None:
     out = tmp_path / "results"
-    config = dataclasses.replace(TINY, out=str(out))
+    # with a validation split, so real SuperNodes also answer the evaluate messages
+    config = dataclasses.replace(TINY, out=str(out), validation_fraction=0.2)
     app = write_tiny_app(
         tmp_path / "app", config, num_nodes=2, min_clients=2, node_timeout=60, round_timeout=120
     )
@@ -272,6 +273,8 @@ def test_two_supernodes_train_fpl_for_two_rounds(deployment: Deployment, tmp_pat
     for record, expected in zip(rounds, simulated.history, strict=True):
         assert record["per_domain_accuracy"] == expected.per_domain_accuracy
         assert record["train"] == pytest.approx(expected.train, rel=1e-6)
+        assert expected.validation_accuracy is not None
+        assert record["validation_accuracy"] == expected.validation_accuracy
 
 
 @pytest.mark.slow
