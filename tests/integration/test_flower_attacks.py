@@ -14,22 +14,20 @@ import torch
 pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flower]")
 
 from test_flower_strategy import (
-    InProcessGrid,
     assert_close,
     flat,
+    simulate,
     task_identity,  # noqa: F401  (autouse: Flower's Message needs a run id)
-    tiny_client,
+    tiny_grid,
     tiny_server,
     without_timing,
 )
 
-from protofl import RunConfig, train_federated
+from protofl import RunConfig
 from protofl.errors import ConfigError
-from protofl.flower.client import PARTITION_ID, client_app
+from protofl.flower.client import PARTITION_ID
 from protofl.flower.malicious import node_attack
 from protofl.flower.server import run_server
-
-from tiny_data import TinyNet, tiny_clients
 
 CONFIG = RunConfig(rounds=2, local_epochs=1, batch_size=16, lr=0.05, seed=3)
 NODE = {
@@ -56,14 +54,9 @@ def test_a_malicious_node_lies_as_the_simulators_liar(attack: str) -> None:
     lying = dataclasses.replace(
         CONFIG, attack=node["attack"], malicious_clients=("red-1",), **options
     )
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), lying, num_classes=4)
-    honest = train_federated(clients, tests, TinyNet(), CONFIG, num_classes=4)
-
-    setups = {index: tiny_client(index, CONFIG) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    simulated = simulate(lying)
+    honest = simulate(CONFIG)
+    _, grid = tiny_grid(CONFIG)
     grid.contexts[31].node_config.update(node)  # partition 1, red-1; the server is not told
     flower = run_server(grid, tiny_server(CONFIG), write=False)
 

@@ -15,18 +15,20 @@ pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flow
 
 from flwr.app import Context, RecordDict
 from test_flower_strategy import (
+    BENCHMARK_TINY,
     TINY,
     InProcessGrid,
+    simulate,
     task_identity,  # noqa: F401  (the Flower apps need it: an autouse fixture)
-    tiny_client,
+    tiny_grid,
     tiny_server,
 )
 
-from protofl import ClientArrays, RunConfig, train_federated
+from protofl import ClientArrays
 from protofl.builders import prepare
 from protofl.engine.root_set import root_positions
 from protofl.errors import ConfigError
-from protofl.flower.client import PARTITION_ID, client_app
+from protofl.flower.client import client_app
 from protofl.flower.server import benchmark_server, run_server, server_from_arrays
 from protofl.flower.settings import FlowerSettings, to_run_config
 
@@ -45,13 +47,8 @@ from tiny_data import TinyNet, tiny_clients
 )
 def test_a_defence_on_flower_gives_the_simulators_model(defence: dict[str, Any]) -> None:
     config = dataclasses.replace(TINY, **defence)
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
-
-    setups = {index: tiny_client(index, config) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    simulated = simulate(config)
+    _, grid = tiny_grid(config)
     flower = run_server(grid, tiny_server(config), write=False)
 
     state = flower.strategy.state
@@ -75,14 +72,11 @@ def root_arrays(clients: list[ClientArrays], size: int, seed: int) -> ClientArra
 @pytest.mark.parametrize("algorithm", ["fedavg", "fpl"])
 def test_fltrust_on_flower_gives_the_simulators_model(algorithm: str) -> None:
     config = dataclasses.replace(TINY, algorithm=algorithm, aggregation="fltrust", root_size=20)
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
+    simulated = simulate(config)
     assert sum(simulated.resolved["root_set_per_domain"].values()) == 20
 
-    setups = {index: tiny_client(index, config) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    _, grid = tiny_grid(config)
+    clients, tests = tiny_clients()
     torch.manual_seed(0)
     root = root_arrays(clients, config.root_size, config.seed)
     server = server_from_arrays(tests, TinyNet(), config, 4, num_clients=4, root_set=root)
@@ -90,9 +84,7 @@ def test_fltrust_on_flower_gives_the_simulators_model(algorithm: str) -> None:
 
     for key, value in simulated.state.weights.items():
         assert torch.equal(flower.strategy.state.weights[key], value), key
-    plain = dataclasses.replace(config, aggregation="mean")
-    torch.manual_seed(0)
-    mean = train_federated(clients, tests, TinyNet(), plain, num_classes=4)
+    mean = simulate(dataclasses.replace(config, aggregation="mean"))
     weight = "classifier.weight"  # FLTrust changed the model: the test can fail
     assert not torch.equal(mean.state.weights[weight], simulated.state.weights[weight])
 
@@ -105,17 +97,7 @@ def test_fltrust_without_a_root_set_on_flower_says_what_to_pass() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_the_benchmark_server_draws_the_simulators_root_set() -> None:
-    config = RunConfig(
-        rounds=2,
-        local_epochs=1,
-        batch_size=32,
-        domains=("handwritten", "synthetic"),
-        clients_per_domain={"handwritten": 1, "synthetic": 1},
-        client_fraction=0.05,
-        eval_batch_size=500,
-        aggregation="fltrust",
-        root_size=24,
-    )
+    config = dataclasses.replace(BENCHMARK_TINY, aggregation="fltrust", root_size=24)
     simulation, resolved = prepare(config)
     expected = simulation.run(config.rounds)
 

@@ -26,7 +26,7 @@ from flwr.common.config import get_fused_config_from_dir, get_project_config  # 
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from protofl import RunConfig, train_federated  # noqa: E402
+from protofl import RunConfig, RunResult, train_federated  # noqa: E402
 from protofl.algorithms import ALGORITHMS  # noqa: E402
 from protofl.builders import prepare  # noqa: E402
 from protofl.core.payloads import ServerMessage  # noqa: E402
@@ -172,6 +172,32 @@ def tiny_server(config: RunConfig = TINY, settings: FlowerSettings | None = None
 def tiny_client(index: int, config: RunConfig = TINY) -> ClientSetup:
     clients, _ = tiny_clients()
     return client_from_arrays(clients[index], TinyNet(), config, index, num_classes=4)
+
+
+def simulate(config: RunConfig) -> RunResult:
+    """``config`` on the four tiny clients in the simulator, the model seeded as on Flower."""
+    clients, tests = tiny_clients()
+    torch.manual_seed(0)
+    return train_federated(clients, tests, TinyNet(), config, num_classes=4)
+
+
+def tiny_grid(config: RunConfig) -> tuple[dict[int, ClientSetup], InProcessGrid]:
+    """The four tiny clients as real ClientApps on nodes whose ids are in no order."""
+    setups = {index: tiny_client(index, config) for index in range(4)}
+    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
+    return setups, InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+
+
+# the benchmark apps' smallest federation: one embedded client in each of two domains
+BENCHMARK_TINY = RunConfig(
+    rounds=2,
+    local_epochs=1,
+    batch_size=32,
+    domains=("handwritten", "synthetic"),
+    clients_per_domain={"handwritten": 1, "synthetic": 1},
+    client_fraction=0.05,
+    eval_batch_size=500,
+)
 
 
 def without_timing(record: RoundRecord) -> dict[str, Any]:
@@ -398,13 +424,8 @@ class InProcessGrid(FakeGrid):
 @pytest.mark.parametrize("algorithm", ALGORITHMS.names())
 def test_every_algorithm_gives_the_simulators_and_the_recorded_numbers(algorithm: str) -> None:
     config = golden_config(algorithm)
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
-
-    setups = {index: tiny_client(index, config) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])  # node ids in any order
+    simulated = simulate(config)
+    _, grid = tiny_grid(config)
     flower = run_server(grid, tiny_server(config), write=False)
 
     assert len(flower.history) == len(simulated.history) == config.rounds
@@ -429,16 +450,7 @@ def test_every_algorithm_gives_the_simulators_and_the_recorded_numbers(algorithm
 
 @pytest.mark.parametrize("validation", [0.0, 0.2])
 def test_benchmark_apps_match_protofl_run_through_the_run_config(validation: float) -> None:
-    config = RunConfig(
-        rounds=2,
-        local_epochs=1,
-        batch_size=32,
-        domains=("handwritten", "synthetic"),
-        clients_per_domain={"handwritten": 1, "synthetic": 1},
-        client_fraction=0.05,
-        eval_batch_size=500,
-        validation_fraction=validation,
-    )
+    config = dataclasses.replace(BENCHMARK_TINY, validation_fraction=validation)
     simulation, _ = prepare(config)
     expected = simulation.run(config.rounds)
 
@@ -454,14 +466,10 @@ def test_benchmark_apps_match_protofl_run_through_the_run_config(validation: flo
 
 
 def test_a_held_out_domain_on_flower_is_scored_as_in_the_simulator() -> None:
-    config = RunConfig(
-        rounds=2,
-        local_epochs=1,
-        batch_size=32,
+    config = dataclasses.replace(
+        BENCHMARK_TINY,
         domains=("handwritten", "synthetic", "segments"),
         clients_per_domain={"handwritten": 1, "synthetic": 1, "segments": 1},
-        client_fraction=0.05,
-        eval_batch_size=500,
         holdout_domains=("synthetic",),
     )
     simulation, resolved = prepare(config)
@@ -484,12 +492,8 @@ def test_a_held_out_domain_on_flower_is_scored_as_in_the_simulator() -> None:
 @pytest.mark.usefixtures("one_thread")
 def test_validation_on_flower_adds_up_to_the_simulators_score() -> None:
     config = dataclasses.replace(TINY, validation_fraction=0.25)
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
-    setups = {index: tiny_client(index, config) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    simulated = simulate(config)
+    setups, grid = tiny_grid(config)
     flower = run_server(grid, tiny_server(config), write=False)
 
     want = [r.validation_accuracy for r in simulated.history]
@@ -684,14 +688,10 @@ def test_node_ids_survive_the_checkpoint_encoding() -> None:
 
 def test_client_sampling_draws_the_same_clients_and_numbers_as_the_simulator() -> None:
     config = dataclasses.replace(golden_config("fpl"), clients_per_round=0.5)
-    clients, tests = tiny_clients()
-    torch.manual_seed(0)
-    simulated = train_federated(clients, tests, TinyNet(), config, num_classes=4)
-    setups = {index: tiny_client(index, config) for index in range(len(clients))}
-    app = client_app(lambda context: setups[int(context.node_config[PARTITION_ID])])
-    grid = InProcessGrid(app, {}, node_ids=[907, 31, 555, 2])
+    simulated = simulate(config)
+    setups, grid = tiny_grid(config)
     server = tiny_server(config)
-    server = dataclasses.replace(server, num_clients=len(clients))
+    server = dataclasses.replace(server, num_clients=len(setups))
     flower = run_server(grid, server, write=False)
     for got, want in zip(flower.history, simulated.history, strict=True):
         assert set(got.clients) == set(want.clients) and len(got.clients) == 2
