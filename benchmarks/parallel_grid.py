@@ -67,6 +67,16 @@ def read_progress(run_dir: Path) -> tuple[int, float | None]:
     return len(lines), 100.0 * float(json.loads(lines[-1])["mean_accuracy"])
 
 
+def job_progress(out: Path, name: str) -> tuple[int, float | None]:
+    """A job's rounds over its run folders (one, or one per held-out domain with
+    ``--holdout each``: ``<out>/holdout-<domain>/runs/<name>``) and its last AVG."""
+    rounds, last = 0, None
+    for folder in sorted(out.glob(f"**/runs/{name}")):
+        done, avg = read_progress(folder)
+        rounds, last = rounds + done, avg if avg is not None else last
+    return rounds, last
+
+
 def stop(process: subprocess.Popen[bytes], grace: float) -> None:
     """SIGINT first (the run writes nothing half: checkpoints are atomic), then kill."""
     process.send_signal(signal.SIGINT)
@@ -107,7 +117,7 @@ def run_grid(jobs: list[Job], out: Path, passthrough: list[str], parallel: int,
             job.returncode = process.returncode
             if job.status == "running":
                 job.status = "finished" if process.returncode == 0 else "failed"
-            job.rounds_done, job.last_avg = read_progress(out / "runs" / job.name)
+            job.rounds_done, job.last_avg = job_progress(out, job.name)
             del running[name]
             print(f"{job.status}: {job.name} after {job.wall_seconds} s", flush=True)
         time.sleep(poll if running else 0)

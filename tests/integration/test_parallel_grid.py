@@ -68,3 +68,15 @@ def test_a_second_grid_into_the_same_folder_keeps_the_first_ones_record(tmp_path
     earlier = record["earlier_grids"]
     assert [[r["seed"] for r in g["runs"]] for g in earlier] == [[0], [1]]
     assert all("earlier_grids" not in g for g in earlier)  # one flat list, oldest first
+
+
+def test_a_leave_one_out_jobs_progress_adds_up_its_held_out_domains(tmp_path: Path) -> None:
+    grid = load_script()
+    for domain, accuracies in (("a", [0.1, 0.2]), ("b", [0.3, 0.4, 0.5])):
+        folder = tmp_path / f"holdout-{domain}" / "runs" / "fpl-seed0"
+        folder.mkdir(parents=True)
+        lines = [json.dumps({"mean_accuracy": value}) for value in accuracies]
+        (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    rounds, last = grid.job_progress(tmp_path, "fpl-seed0")
+    assert rounds == 5 and last == pytest.approx(50.0)
+    assert grid.job_progress(tmp_path, "fedavg-seed0") == (0, None)
