@@ -180,6 +180,13 @@ def locate_client(config: RunConfig, client_index: int) -> tuple[str, int]:
     )
 
 
+def client_ids(config: RunConfig) -> list[str]:
+    """The federation's client ids in order (``<domain>-<k>``, domain by domain), from the
+    allocation alone, as ``load_federation`` names its clients."""
+    allocation = _allocation(config, benchmark_of(config))
+    return [f"{domain}-{k}" for domain, count in allocation.items() for k in range(count)]
+
+
 def _allocation(config: RunConfig, spec: BenchmarkSpec) -> dict[str, int]:
     """Clients per trained domain, in the run's domain order (held-out domains have none)."""
     domains = config.domains or spec.domains

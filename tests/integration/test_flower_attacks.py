@@ -14,6 +14,8 @@ import torch
 pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flower]")
 
 from test_flower_strategy import (
+    BENCHMARK_TINY,
+    InProcessGrid,
     assert_close,
     flat,
     simulate,
@@ -25,7 +27,7 @@ from test_flower_strategy import (
 
 from protofl import RunConfig
 from protofl.errors import ConfigError
-from protofl.flower.client import PARTITION_ID
+from protofl.flower.client import PARTITION_ID, client_app
 from protofl.flower.malicious import node_attack
 from protofl.flower.server import run_server
 
@@ -162,3 +164,37 @@ def test_the_omniscient_attack_tag_never_reaches_screening_or_the_defence() -> N
     content.config_records["meta"]["round_attack"] = "steal"
     with pytest.raises(PayloadError, match="round_attack='steal'"):
         take_round_attack(content)
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("attack", ["alie", "label-flip"])
+def test_a_flower_simulation_with_an_attack_gives_the_simulators_run(attack: str) -> None:
+    from flwr.app import Context, RecordDict
+
+    from protofl.builders import prepare
+    from protofl.flower.server import benchmark_server
+    from protofl.flower.settings import FlowerSettings, to_run_config
+    from protofl.flower.simulation import honest, simulated_clients, simulated_liars
+    from protofl.loading import client_ids
+
+    config = dataclasses.replace(
+        BENCHMARK_TINY,
+        clients_per_domain={"handwritten": 2, "synthetic": 2},
+        attack=attack,
+        malicious_fraction=0.25,
+        aggregation="median",
+    )
+    simulation, resolved = prepare(config)
+    expected = simulation.run(config.rounds)
+    assert len(resolved["malicious_clients"]) == 1  # 0.25 of 4 clients
+    assert client_ids(config) == [c.client_id for c in simulation.federation.clients]
+    assert simulated_liars(config) == set(resolved["malicious_clients"])
+
+    run_config = to_run_config(honest(config), FlowerSettings(min_clients=4))
+    server = benchmark_server(Context(0, 0, {}, RecordDict(), run_config))
+    grid = InProcessGrid(client_app(simulated_clients(config)), {}, node_ids=[42, 17, 5, 99])
+    flower = run_server(grid, server, write=False)
+    for got, want in zip(flower.history, expected, strict=True):
+        assert got.per_domain_accuracy == want.per_domain_accuracy
+    for key, value in simulation.state.weights.items():
+        assert torch.equal(flower.strategy.state.weights[key], value), key
