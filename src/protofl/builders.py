@@ -1,5 +1,5 @@
 """Builders: everything a run is made of, from a configuration: the device, the benchmark's
-federation (loaded by :mod:`protofl.loading`), the model, the algorithm, the local-training
+federation (loaded by :mod:`protofl.engine.loading`), the model, the algorithm, the local-training
 and privacy settings and the facts ``config.json`` records. The simulator
 (:mod:`protofl.api`) and both Flower apps build their runs here, so all three set a run up
 the same way."""
@@ -30,6 +30,7 @@ from protofl.engine.attacks import (
 )
 from protofl.engine.backdoor import check_backdoor
 from protofl.engine.data import Federation
+from protofl.engine.loading import load_federation
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import resolve_precision
 from protofl.engine.root_set import draw_root_set
@@ -38,7 +39,6 @@ from protofl.errors import ConfigError, DataError
 from protofl.federation.defences import bulyan_shortfall
 from protofl.federation.participation import participants
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
-from protofl.loading import load_federation
 from protofl.models import MODELS, build_model, check_feature_model
 from protofl.models.base import feature_model
 from protofl.sim.simulator import Simulation

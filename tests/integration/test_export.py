@@ -12,8 +12,8 @@ from protofl import RunConfig
 from protofl.api import run
 from protofl.cli import main
 from protofl.engine.evaluate import evaluate
+from protofl.engine.loading import load_federation
 from protofl.errors import ConfigError
-from protofl.loading import load_federation
 from protofl.outputs.export import load_exported
 
 ONE_EACH = {"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1}

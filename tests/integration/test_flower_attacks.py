@@ -172,10 +172,10 @@ def test_a_flower_simulation_with_an_attack_gives_the_simulators_run(attack: str
     from flwr.app import Context, RecordDict
 
     from protofl.builders import prepare
+    from protofl.engine.loading import client_ids
     from protofl.flower.server import benchmark_server
     from protofl.flower.settings import FlowerSettings, to_run_config
     from protofl.flower.simulation import honest, simulated_clients, simulated_liars
-    from protofl.loading import client_ids
 
     config = dataclasses.replace(
         BENCHMARK_TINY,

@@ -15,8 +15,8 @@ from protofl import RunConfig
 from protofl.cli import main
 from protofl.data import image_cache
 from protofl.data.folders import stratified_test_mask
+from protofl.engine.loading import load_federation
 from protofl.errors import ConfigError, DataError
-from protofl.loading import load_federation
 
 TWO_DOMAINS = {"hospital_a": ["cat", "dog", "eel"], "hospital_b": ["cat", "dog"]}
 

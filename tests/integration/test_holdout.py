@@ -11,8 +11,8 @@ import pytest
 
 from protofl import RunConfig, run
 from protofl.cli import main
+from protofl.engine.loading import load_federation
 from protofl.errors import ConfigError
-from protofl.loading import load_federation
 
 SMALL = {
     "rounds": 2,

@@ -19,8 +19,8 @@ from protofl import RunConfig, run
 from protofl.data import archives
 from protofl.data.archives import Archive
 from protofl.data.named_folders import check_labels, parse_split_file
+from protofl.engine.loading import load_federation
 from protofl.errors import ConfigError, DataError, DataNotFoundError
-from protofl.loading import load_federation
 
 PACS = ("photo", "art_painting", "cartoon", "sketch")
 PACS_CLASSES = ("dog", "horse")  # two of the seven, as the tests need only their layout

@@ -13,7 +13,7 @@ import torch
 
 from protofl import RunConfig
 from protofl.cli import main
-from protofl.loading import load_federation
+from protofl.engine.loading import load_federation
 
 from tiny_data import shared_data_or_skip
 

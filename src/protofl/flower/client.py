@@ -46,6 +46,7 @@ from protofl.engine.attacks import Attack
 from protofl.engine.client import NO_PRIVACY, run_client_round
 from protofl.engine.data import ClientData, Federation, TestSet
 from protofl.engine.evaluate import correct_counts
+from protofl.engine.loading import locate_client
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import FP32, Precision, resolve_precision
 from protofl.engine.validation_split import split_validation
@@ -63,7 +64,6 @@ from protofl.flower.codec import (
 from protofl.flower.fields import Expected
 from protofl.flower.malicious import armed, lie, tag_round_attack
 from protofl.flower.settings import refuse_simulator_only, settings_from_run_config
-from protofl.loading import locate_client
 from protofl.sim.simulator import Simulation
 
 logger = logging.getLogger(__name__)

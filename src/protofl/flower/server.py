@@ -35,6 +35,7 @@ from protofl.core.records import RoundRecord
 from protofl.core.seeding import derive_seed, seeded_torch
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.data import ClientData, Federation
+from protofl.engine.loading import federation_size, load_federation, load_test_sets
 from protofl.engine.precision import resolve_precision
 from protofl.engine.root_set import ROOT_ID, draw_root_set
 from protofl.engine.validation_split import split_validation
@@ -45,7 +46,6 @@ from protofl.flower.settings import (
     settings_from_run_config,
 )
 from protofl.flower.strategy import ProtoflStrategy, ServerSetup
-from protofl.loading import federation_size, load_federation, load_test_sets
 from protofl.models import build_model
 from protofl.outputs import results
 from protofl.outputs.checkpoint import Snapshot, load_snapshot

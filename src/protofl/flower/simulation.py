@@ -21,6 +21,7 @@ from torch import nn
 from protofl.config import RunConfig
 from protofl.config.robustness import BACKDOOR_FRACTION, BACKDOOR_TARGET
 from protofl.engine.attacks import draw_malicious
+from protofl.engine.loading import client_ids
 from protofl.errors import TrainingError
 from protofl.flower.client import (
     ClientLoader,
@@ -34,7 +35,6 @@ from protofl.flower.malicious import NODE_KEYS, armed
 from protofl.flower.server import FlowerResult, server_app, server_from_config
 from protofl.flower.settings import FlowerSettings
 from protofl.flower.strategy import ServerSetup
-from protofl.loading import client_ids
 
 
 def default_backend(model: nn.Module, clients: int) -> dict[str, Any]:

@@ -34,7 +34,7 @@ PERSONAL_NOTE = (
 def domains_to_hold_out(plan: compare.ComparePlan) -> tuple[str, ...]:
     """The run's domains (``--domains``, else the benchmark's; a folder benchmark lists its
     folder), refusing a plan that already holds domains out."""
-    from protofl.loading import benchmark_of  # loads torch and the data stack
+    from protofl.engine.loading import benchmark_of  # loads torch and the data stack
 
     if plan.settings.get("holdout_domains"):
         raise ConfigError(
