@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import torch
 
-from protofl.algorithms.base import Algorithm
+from protofl.algorithms.base import Algorithm, AlgorithmContext
 from protofl.core.payloads import ServerMessage, StateDict
 from protofl.core.seeding import derive_seed, torch_generator
 from protofl.engine.client import run_client_round
@@ -87,21 +87,24 @@ def same_pipeline(first: object, second: object) -> bool:
 
 
 def root_weights(
-    trainer: Algorithm,
+    context: AlgorithmContext,
     worker: torch.nn.Module,
     root: ClientData,
     message: ServerMessage,
     local: LocalSettings,
     seed: int,
-    index: int,
+    clients: int,
     precision: Precision = FP32,
     forward: Forward | None = None,
 ) -> StateDict:
     """The server's model after the round's local training on its root set, from the
     message's weights: the same loop, epochs, batch size and learning rate as the clients
-    (as in the paper). ``trainer`` gives the hooks; ``index`` is a client index no client has,
-    so the root's shuffling and augmentation are its own random streams."""
+    (as in the paper), with FedAvg's plain cross-entropy hooks (the paper's server is a plain
+    learner; an algorithm's own terms need its clients' state and prototypes). The root
+    trains as client index ``clients``, which no client of the ``clients`` has, so its
+    shuffling and augmentation are its own random streams."""
+    plain = Algorithm(None, context)
     update, _ = run_client_round(
-        trainer, worker, root, index, message, {}, local, seed, precision, forward=forward
+        plain, worker, root, clients, message, {}, local, seed, precision, forward=forward
     )
     return update.weights

@@ -236,23 +236,21 @@ class ProtoflStrategy:
         return dict(zip(order, crafted, strict=True))
 
     def _root_weights(self) -> StateDict | None:
-        """FLTrust's server model for this round, trained on the root set from the round's
-        message with FedAvg's plain hooks, exactly as the simulator's server trains it."""
+        """FLTrust's server model for this round, as the simulator's server trains it
+        (:func:`engine.root_set.root_weights`)."""
         setup, worker = self.setup, self._root_worker
         if worker is None or setup.root_set is None or setup.local is None:
             return None
         if self._message is None:
             raise TrainingError("FLTrust's server model needs the round's message first.")
-        plain = Algorithm(None, setup.algorithm.context)
-        unused = setup.num_clients or 0  # no client has this index, so no seed is shared
         return root_weights(
-            plain,
+            setup.algorithm.context,
             worker,
             setup.root_set,
             self._message,
             setup.local,
             setup.config.seed,
-            unused,
+            setup.num_clients or 0,
             setup.precision,
             self._root_forward,
         )

@@ -242,21 +242,17 @@ class Simulation:
                 observer.client_finished(message.round, clients[index].client_id)
 
     def _root_weights(self, message: ServerMessage) -> StateDict | None:
-        """FLTrust's server model for this round, trained on the root set from the message's
-        weights with FedAvg's plain cross-entropy hooks (the paper's server is a plain
-        learner; an algorithm's own terms need its clients' state and prototypes)."""
+        """FLTrust's server model for this round (:func:`engine.root_set.root_weights`)."""
         if self.root_set is None:
             return None
-        plain = Algorithm(None, self.algorithm.context)
-        unused = len(self.federation.clients)  # no client has this index, so no seed is shared
         return root_weights(
-            plain,
+            self.algorithm.context,
             self._worker,
             self.root_set,
             message,
             self.local,
             self.seed,
-            unused,
+            len(self.federation.clients),
             self.precision,
             self._forward,
         )
