@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -327,11 +327,9 @@ class ProtoflStrategy:
             )
             for node in nodes
         ]
-        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
         counts: dict[int, tuple[str, int, int]] = {}
         replies = grid.send_and_receive(sent, timeout=ttl)
-        for reply in replies:
-            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        for node, reply in _by_destination(sent, replies):
             if reply.has_error():
                 logger.warning(
                     "round %d, node %d: no validation counts (%s)",
@@ -375,16 +373,12 @@ class ProtoflStrategy:
         expected = Expected.like(self.state.weights, self.setup.num_classes, self.setup.feature_dim)
         received: dict[int, ClientUpdate] = {}
         rejected: dict[str, str] = {}
-        # Map each reply to the node it was sent to: an error reply the SuperLink makes for
-        # an unreachable node comes from the SuperLink's own node id, not the node's.
-        destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
         connected = {m.metadata.dst_node_id for m in sent}
         answered: set[int] = set()
         claims: dict[int, list[tuple[int, ClientUpdate, str | None]]] = {}
         tags: dict[int, RoundTag | None] = {}  # node -> omniscient attack
         self._round_liars = {}
-        for reply in replies:
-            node = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        for node, reply in _by_destination(sent, replies):
             answered.add(node)
             if not reply.has_error() and is_skipped(reply.content):
                 continue  # its client was not drawn this round: nothing to aggregate
@@ -500,3 +494,14 @@ class ProtoflStrategy:
 def _stop(reason: str) -> TrainingError:
     logger.error("stopping: %s", reason)
     return TrainingError(reason)
+
+
+def _by_destination(
+    sent: Sequence[Message], replies: Iterable[Message]
+) -> Iterator[tuple[int, Message]]:
+    """Each reply with the node it was sent to. An error reply that the SuperLink makes for an
+    unreachable node comes from the SuperLink's own node id, not the node's, so the reply's
+    source cannot be trusted to name it."""
+    destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+    for reply in replies:
+        yield destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id), reply
