@@ -38,7 +38,8 @@ def test_runs_with_different_settings_are_not_pooled(tmp_path: Path) -> None:
         shutil.copytree(COMMITTED / "runs" / f"fedavg-seed{seed}", tmp_path / f"a{seed}")
     config_path = tmp_path / "a1" / "config.json"
     config = json.loads(config_path.read_text())
-    config["lr"], config["threads"] = 0.05, 7  # threads is how it ran: allowed to differ
+    # threads and the evaluation batch size say how it ran: allowed to differ
+    config["lr"], config["threads"], config["eval_batch_size"] = 0.05, 7, 64
     config_path.write_text(json.dumps(config))
     with pytest.raises(ConfigError, match=r"settings differ in lr\. Report them separately"):
         group_runs(find_runs([tmp_path / "a0", tmp_path / "a1"]))

@@ -28,9 +28,22 @@ from protofl.outputs import report_stats, report_text, results
 logger = logging.getLogger(__name__)
 
 LAST = results.LAST_ROUNDS
-# Settings that say how or where a run executed, not what it computed
+# Settings that say how or where a run executed, not what it computed. The evaluation batch
+# size is one: the model is scored in inference mode, each image on its own, so the batch
+# size moves only the last bits of a logit, as the thread count does
+# (benchmarks/eval_batch.py counts the predictions it changes).
 EXECUTION = frozenset(
-    {"out", "threads", "data_dir", "cache_dir", "device", "precision", "download", "compile"}
+    {
+        "out",
+        "threads",
+        "data_dir",
+        "cache_dir",
+        "device",
+        "precision",
+        "download",
+        "compile",
+        "eval_batch_size",
+    }
 )
 
 
