@@ -31,6 +31,7 @@ from torch import nn
 from protofl.algorithms import AlgorithmContext, build_algorithm
 from protofl.algorithms.losses import cluster_contrastive_loss, unbiased_consistency_loss
 from protofl.algorithms.prototypes import PrototypeAccumulator, class_means
+from protofl.config import EVAL_BATCH_SIZE
 from protofl.core.payloads import Prototypes
 from protofl.core.seeding import derive_seed, torch_generator
 from protofl.data.transforms import ImagePipeline
@@ -181,7 +182,7 @@ def bare_round(
         states.append({k: v.detach().clone() for k, v in worker.state_dict().items()})
         counts.append(len(client))
     model.load_state_dict(weighted_average(states, sample_weights(counts)))
-    evaluate(model, federation.test_sets, 1024, precision)
+    evaluate(model, federation.test_sets, EVAL_BATCH_SIZE, precision)  # as the simulator
 
 
 def round_ratio(

@@ -40,7 +40,7 @@ from protofl.builders import (
     privacy_of,
     resolve_device,
 )
-from protofl.config import RunConfig, dumps
+from protofl.config import EVAL_BATCH_SIZE, RunConfig, dumps
 from protofl.data.user import ClientArrays, federation_from_arrays
 from protofl.engine.attacks import Attack
 from protofl.engine.client import NO_PRIVACY, run_client_round
@@ -88,7 +88,7 @@ class ClientSetup:
     attack: Attack | None = None  # a malicious node's, from its node config (malicious.py)
     # the client's own validation share (validation_fraction > 0), scored on request
     validation: TestSet | None = None
-    eval_batch_size: int = 1024
+    eval_batch_size: int = EVAL_BATCH_SIZE
 
 
 ClientLoader = Callable[[Context], ClientSetup]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from protofl.algorithms.base import Algorithm
+from protofl.config import EVAL_BATCH_SIZE
 from protofl.core.payloads import ClientUpdate, GlobalState, ServerMessage, StateDict
 from protofl.core.records import Observer, RoundRecord
 from protofl.engine.attacks import LABEL_FLIPS, NO_ATTACK, Attack, flipped_labels, poisoned
@@ -47,7 +48,7 @@ class Simulation:
     local: LocalSettings
     state: GlobalState
     seed: int = 0
-    eval_batch_size: int = 1024
+    eval_batch_size: int = EVAL_BATCH_SIZE
     precision: Precision = FP32
     privacy: PrototypePrivacy = field(default_factory=PrototypePrivacy)
     compile_backend: str = ""  # torch.compile backend for the local forward pass; "" off
@@ -81,7 +82,7 @@ class Simulation:
         federation: Federation,
         local: LocalSettings,
         seed: int = 0,
-        eval_batch_size: int = 1024,
+        eval_batch_size: int = EVAL_BATCH_SIZE,
         precision: Precision = FP32,
         privacy: PrototypePrivacy | None = None,
         compile_backend: str = "",
