@@ -78,6 +78,7 @@ def evaluate_round(
     updates: Sequence[ClientUpdate],
     rejected: dict[str, str],
     started: float,
+    *,
     model: nn.Module,
     test_sets: Sequence[TestSet],
     eval_batch_size: int,

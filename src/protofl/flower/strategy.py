@@ -283,12 +283,12 @@ class ProtoflStrategy:
             updates,
             rejected,
             started,
-            setup.model,
-            setup.test_sets,
-            setup.config.eval_batch_size,
-            setup.precision,
-            setup.privacy,
-            self._server_step,
+            model=setup.model,
+            test_sets=setup.test_sets,
+            eval_batch_size=setup.config.eval_batch_size,
+            precision=setup.precision,
+            privacy=setup.privacy,
+            server_step=self._server_step,
             holdout_sets=setup.holdout_sets,
         )
         record = dataclasses.replace(record, absent=list(self._absent))

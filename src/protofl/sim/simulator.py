@@ -132,14 +132,14 @@ class Simulation:
             updates,
             rejected,
             started,
-            self.model,
-            self.federation.test_sets,
-            self.eval_batch_size,
-            self.precision,
-            self.privacy,
-            self._server_step,
-            self.federation.validation_sets,
-            self.federation.holdout_sets,
+            model=self.model,
+            test_sets=self.federation.test_sets,
+            eval_batch_size=self.eval_batch_size,
+            precision=self.precision,
+            privacy=self.privacy,
+            server_step=self._server_step,
+            validation_sets=self.federation.validation_sets,
+            holdout_sets=self.federation.holdout_sets,
         )
         record = self._with_personal_accuracy(record)
         record = self._with_attack_success(record)
