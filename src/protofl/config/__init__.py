@@ -25,8 +25,9 @@ from protofl.core.validation import FrozenMap, check_fields, thaw
 from protofl.errors import ConfigError
 
 # Images scored per forward pass when testing. Small batches are faster on a CPU (ResNet-10 at
-# 32 px, fp32, one thread: 64 took 0.76 of the time of one batch of 512; benchmarks/
-# eval_batch.py) and cost a GPU nothing that matters beside training; predictions do not
+# 32 px, fp32, one thread: batches of 64 took 0.76 and 0.83 of the time of one batch of 512
+# in two runs of benchmarks/eval_batch.py) and cost a GPU little beside training (not
+# timed there); predictions do not
 # depend on it beyond last-bit rounding, so it is an execution setting (outputs/report.py).
 EVAL_BATCH_SIZE = 64
 
