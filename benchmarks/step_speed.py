@@ -40,7 +40,8 @@ from protofl.engine.evaluate import evaluate
 from protofl.engine.local import LocalSettings
 from protofl.engine.precision import Precision, resolve_precision
 from protofl.federation.aggregation import sample_weights, weighted_average
-from protofl.models import build_model
+from protofl.models import FeatureModel, build_model, check_feature_model
+from protofl.models.base import feature_model
 from protofl.sim.simulator import Simulation
 
 CLASSES = 10
@@ -72,33 +73,40 @@ def interleaved(
     return a, b
 
 
+def split_model(model: nn.Module, precision: Precision) -> tuple[FeatureModel, int]:
+    """``model`` through the feature/head contract, and its feature size (one checked batch)."""
+    example = precision.prepare_input(torch.zeros(2, 3, 32, 32))
+    return feature_model(model), check_feature_model(model, example, CLASSES)
+
+
 def step_ratio(model_name: str, repeats: int, precision: Precision) -> dict[str, float]:
     torch.manual_seed(0)
     model = precision.prepare_model(build_model(model_name, CLASSES))
+    net, feature_dim = split_model(model, precision)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-5)
     pipeline = ImagePipeline()
     generator = torch.Generator().manual_seed(0)
     raw = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, CLASSES, (64,), generator=generator)
-    clusters = realistic_prototypes(model.feature_dim)
+    clusters = realistic_prototypes(feature_dim)
     unbiased, has = class_means(clusters, CLASSES)
 
     def plain() -> None:
         inputs = precision.prepare_input(pipeline.train(raw, generator))
         with precision.autocast():
-            logits = model.head(model.features(inputs))
+            logits = net.head(net.features(inputs))
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
-    accumulator = PrototypeAccumulator(CLASSES, model.feature_dim)
+    accumulator = PrototypeAccumulator(CLASSES, feature_dim)
 
     def fpl() -> None:
         inputs = precision.prepare_input(pipeline.train(raw, generator))
         with precision.autocast():
-            features = model.features(inputs)
-            logits = model.head(features)
+            features = net.features(inputs)
+            logits = net.head(features)
         features = features.float()
         loss = F.cross_entropy(logits.float(), labels)
         loss = loss + cluster_contrastive_loss(
@@ -152,6 +160,7 @@ def bare_round(
     start = copy.deepcopy(model.state_dict())
     states, counts = [], []
     unbiased, has = class_means(clusters, CLASSES)
+    net = feature_model(worker)
     for index, client in enumerate(federation.clients):
         worker.load_state_dict(start)
         optimizer = torch.optim.SGD(
@@ -168,8 +177,8 @@ def bare_round(
                 inputs = precision.prepare_input(inputs)
                 labels = client.source.labels[batch]
                 with precision.autocast():
-                    features = worker.features(inputs)
-                    logits = worker.head(features)
+                    features = net.features(inputs)
+                    logits = net.head(features)
                 features = features.float()
                 loss = F.cross_entropy(logits.float(), labels)
                 loss = loss + cluster_contrastive_loss(
@@ -190,13 +199,14 @@ def round_ratio(
 ) -> dict[str, float]:
     torch.manual_seed(0)
     model = precision.prepare_model(build_model(model_name, CLASSES))
+    _, feature_dim = split_model(model, precision)
     federation = small_federation(clients, per_client)
     local = LocalSettings(epochs=1, batch_size=64)
-    context = AlgorithmContext(CLASSES, model.feature_dim, rounds=100)
+    context = AlgorithmContext(CLASSES, feature_dim, rounds=100)
     algorithm = build_algorithm("fpl", {}, context)
     simulation = Simulation.start(algorithm, model, federation, local, precision=precision)
     simulation.step(100)  # round 1 collects prototypes; later rounds use them
-    clusters = simulation.state.prototypes or realistic_prototypes(model.feature_dim)
+    clusters = simulation.state.prototypes or realistic_prototypes(feature_dim)
     bare_model, worker = copy.deepcopy(model), copy.deepcopy(model)
 
     def simulated() -> None:

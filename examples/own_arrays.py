@@ -4,6 +4,7 @@ python examples/own_arrays.py
 """
 
 import numpy as np
+import torch
 from torch import nn
 
 from protofl import ClientArrays, RunConfig, train_federated
@@ -26,10 +27,10 @@ class Net(nn.Module):
         self.body = nn.Sequential(nn.Linear(2, 32), nn.ReLU())
         self.out = nn.Linear(32, 2)
 
-    def features(self, x):
+    def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
-    def head(self, z):
+    def head(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(z)
 
 

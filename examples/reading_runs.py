@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from protofl import ClientArrays, RunConfig, train_federated
@@ -31,10 +32,10 @@ def small_run(folder: Path) -> Path:
                 super().__init__()
                 self.body, self.out = nn.Sequential(nn.Linear(2, 16), nn.ReLU()), nn.Linear(16, 2)
 
-            def features(self, x):
+            def features(self, x: torch.Tensor) -> torch.Tensor:
                 return self.body(x)
 
-            def head(self, z):
+            def head(self, z: torch.Tensor) -> torch.Tensor:
                 return self.out(z)
 
         return Net()
