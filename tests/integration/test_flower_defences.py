@@ -43,6 +43,7 @@ from tiny_data import TinyNet, tiny_clients
         {"algorithm": "fpl", "aggregation": "bulyan"},
         {"algorithm": "fpl", "prototype_aggregation": "centre-filter", "aggregation": "median"},
         {"algorithm": "fedproto", "prototype_aggregation": "median", "aggregation": "norm-clip"},
+        {"algorithm": "fpl", "aggregation": "krum"},
     ],
 )
 def test_a_defence_on_flower_gives_the_simulators_model(defence: dict[str, Any]) -> None:
@@ -58,6 +59,10 @@ def test_a_defence_on_flower_gives_the_simulators_model(defence: dict[str, Any])
     if simulated.state.prototypes is not None:
         assert state.prototypes is not None
         assert torch.equal(state.prototypes.vectors, simulated.state.prototypes.vectors)
+    # the same record of what the rule did (Krum: which client it kept, by client id)
+    assert [r.server_step for r in flower.strategy.history] == [
+        r.server_step for r in simulated.history
+    ]
 
 
 def root_arrays(clients: list[ClientArrays], size: int, seed: int) -> ClientArrays:

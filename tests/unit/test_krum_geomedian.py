@@ -54,6 +54,16 @@ def test_krum_does_not_depend_on_the_order_of_clients() -> None:
         assert names[krum.chosen()[0]] == "c"  # type: ignore[attr-defined]
 
 
+def test_krum_says_which_state_it_kept() -> None:
+    names = list(POINTS)
+    krum = combine(Krum(0.2), names)
+    krum.result()  # type: ignore[attr-defined]
+    assert krum.shares() == [1.0 if n == "c" else 0.0 for n in names]  # type: ignore[attr-defined]
+    multi = combine(Krum(0.2, multi=True), names)
+    multi.result()  # type: ignore[attr-defined]
+    assert multi.shares() == [0.25, 0.25, 0.25, 0.25, 0.0]  # type: ignore[attr-defined]
+
+
 def test_multi_krum_averages_the_k_minus_f_best_states() -> None:
     names = list(POINTS)
     multi = combine(Krum(0.2, multi=True), names)
@@ -84,6 +94,10 @@ def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
     weights = rule.weights()
     assert weights.sum().item() == pytest.approx(1.0)
     assert int(weights.argmin()) == 4  # the outlier weighs least
+    # the shares it reports are the weights of the mean it returned
+    shares = torch.tensor(rule.shares(), dtype=torch.float64)
+    torch.testing.assert_close(shares, weights)
+    torch.testing.assert_close(result["w"].double(), shares @ points.double())
     reordered = GeometricMedian()
     for index in (4, 2, 0, 3, 1):
         reordered.add({"w": points[index], "n": torch.tensor(index)}, 1)
@@ -105,3 +119,24 @@ def test_a_run_with_the_rule_trains(rule: str) -> None:
                        algorithm="fedavg", aggregation=rule)  # fmt: skip
     result = train_federated(clients, tests, TinyNet, config)
     assert len(result.history) == 2 and 0.0 <= result.summary["mean_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
+def test_each_round_records_every_clients_share_of_the_rule(rule: str) -> None:
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32",
+                       algorithm="fedavg", aggregation=rule)  # fmt: skip
+    result = train_federated(clients, tests, TinyNet, config)
+    for record in result.history:
+        shares = {client: values["weight"] for client, values in (record.server_step or {}).items()}
+        assert set(shares) == set(record.clients)  # every client that sent an update
+        assert sum(shares.values()) == pytest.approx(1.0)
+        if rule == "krum":
+            assert sorted(shares.values())[-1] == 1.0  # one client, whole
+
+
+def test_the_plain_mean_records_no_shares() -> None:
+    clients, tests = tiny_clients(per_client=24)
+    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32",
+                       algorithm="fedavg")  # fmt: skip
+    assert train_federated(clients, tests, TinyNet, config).history[0].server_step is None

@@ -33,7 +33,7 @@ from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerM
 from protofl.core.registry import unknown_name_message
 from protofl.core.validation import coerce
 from protofl.errors import ConfigError
-from protofl.federation.aggregation import WeightCombiner, is_parameter_entry
+from protofl.federation.aggregation import ReportsShares, WeightCombiner, is_parameter_entry
 from protofl.federation.defences import RoundReference
 from protofl.federation.rules import make_combiner
 
@@ -157,6 +157,7 @@ class FoldingAggregation:
         self.state, self.folds, self.finish = state, dict(folds), finish
         self.defend = defend
         self.kept: list[ClientUpdate] = []
+        self.report: dict[str, dict[str, float]] = {}  # see _weight_shares
 
     def add(self, update: ClientUpdate) -> None:
         for combiner in self.folds.values():
@@ -165,7 +166,18 @@ class FoldingAggregation:
 
     def result(self) -> GlobalState:
         averages = {name: combiner.result() for name, combiner in self.folds.items()}
+        self.report = self._weight_shares()
         return self.finish(self.state, RoundUpdates(self.kept, averages, self.defend))
+
+    def _weight_shares(self) -> dict[str, dict[str, float]]:
+        """Each client's share of the combined weights, where the run's weight rule is a
+        weighted mean that says so (Krum, Multi-Krum, geometric median), for the round's
+        record (RoundRecord.server_step): which clients a defence kept, and so which domains."""
+        combiner = self.folds.get(WEIGHTS)
+        if not isinstance(combiner, ReportsShares):
+            return {}
+        shares = combiner.shares()
+        return {u.client_id: {"weight": share} for u, share in zip(self.kept, shares, strict=True)}
 
 
 class Algorithm:

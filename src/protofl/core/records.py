@@ -36,8 +36,9 @@ class RoundRecord:
     worst_domain: str | None = None
     worst_domain_accuracy: float | None = None
     pooled_accuracy: float | None = None  # correct over all domains' test samples
-    # what the server step did per client, where the algorithm reports it (FedHEAL: each
-    # client's aggregation weight and the share of its parameter coordinates the mask kept)
+    # what the server step did per client, where the algorithm or weight rule reports it
+    # (FedHEAL: each client's aggregation weight and the share of its parameter coordinates
+    # the mask kept; Krum, Multi-Krum, geometric median: each client's weight in the result)
     server_step: dict[str, dict[str, float]] | None = None
     # with validation_fraction > 0: the global model on each domain's held-out training
     # samples, and their plain mean over domains (as mean_accuracy); None otherwise

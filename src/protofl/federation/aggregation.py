@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -112,6 +112,14 @@ class WeightCombiner(Protocol):
     def add(self, state: StateDict, num_samples: int) -> None: ...
 
     def result(self) -> StateDict: ...
+
+
+@runtime_checkable
+class ReportsShares(Protocol):
+    """A combiner whose result is a weighted mean of the client states, and that says with
+    which weights (after ``result()``, in the order the states were added)."""
+
+    def shares(self) -> list[float]: ...
 
 
 class SampleMean:
@@ -226,6 +234,12 @@ class Krum(KeptStates):
     def __init__(self, assumed_malicious: float, multi: bool = False) -> None:
         super().__init__()
         self.assumed_malicious, self.multi = assumed_malicious, multi
+        self.picked: list[int] = []  # what result() kept
+
+    def shares(self) -> list[float]:
+        """Each state's share of the result (after :meth:`result`): 1/m for the m kept."""
+        share = 1.0 / len(self.picked)
+        return [share if i in self.picked else 0.0 for i in range(len(self.states))]
 
     def chosen(self) -> list[int]:
         """Indices (arrival order) of the states Krum keeps."""
@@ -238,7 +252,7 @@ class Krum(KeptStates):
         return order[: max(count - malicious, 1)] if self.multi else order[:1]
 
     def result(self) -> StateDict:
-        picked = self.chosen()
+        picked = self.picked = self.chosen()
         if len(picked) == 1:
             return {k: v.clone() for k, v in self.states[picked[0]].items()}
         return weighted_average([self.states[i] for i in picked], [1.0] * len(picked))
@@ -268,6 +282,10 @@ class GeometricMedian(KeptStates):
     the point minimising the sum of Euclidean distances to them, by Weiszfeld's iteration,
     as a weighted mean of the states; integer counters take the same weights, rounded."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.final_weights: list[float] = []  # what result() used
+
     def weights(self) -> torch.Tensor:
         if not self.states:
             raise PayloadError("nothing to combine: no client states this round.")
@@ -287,8 +305,12 @@ class GeometricMedian(KeptStates):
         return weiszfeld_weights(distances_to, len(self.states))
 
     def result(self) -> StateDict:
-        weights = self.weights()
-        return weighted_average(self.states, weights.tolist())
+        self.final_weights = self.weights().tolist()
+        return weighted_average(self.states, self.final_weights)
+
+    def shares(self) -> list[float]:
+        """Each state's Weiszfeld weight in the result (after :meth:`result`)."""
+        return list(self.final_weights)
 
 
 Signature = dict[str, tuple[tuple[int, ...], torch.dtype]]
