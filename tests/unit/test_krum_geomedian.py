@@ -9,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from protofl import RunConfig, train_federated
+from protofl import RunConfig, RunResult, train_federated
 from protofl.config.robustness import WEIGHT_RULES
 from protofl.federation.aggregation import GeometricMedian, Krum
 from protofl.federation.defences import RoundReference
@@ -112,21 +112,17 @@ def test_every_rule_the_config_accepts_is_built() -> None:
         make_combiner(rule, reference=reference)
 
 
-@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
-def test_a_run_with_the_rule_trains(rule: str) -> None:
+def tiny_run(rule: str, rounds: int) -> RunResult:
     clients, tests = tiny_clients(per_client=24)
-    config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32",
+    config = RunConfig(rounds=rounds, local_epochs=1, batch_size=16, precision="fp32",
                        algorithm="fedavg", aggregation=rule)  # fmt: skip
-    result = train_federated(clients, tests, TinyNet, config)
+    return train_federated(clients, tests, TinyNet, config)
+
+
+@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
+def test_a_run_with_the_rule_trains_and_records_each_clients_share(rule: str) -> None:
+    result = tiny_run(rule, rounds=2)
     assert len(result.history) == 2 and 0.0 <= result.summary["mean_accuracy"] <= 1.0
-
-
-@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
-def test_each_round_records_every_clients_share_of_the_rule(rule: str) -> None:
-    clients, tests = tiny_clients(per_client=24)
-    config = RunConfig(rounds=2, local_epochs=1, batch_size=16, precision="fp32",
-                       algorithm="fedavg", aggregation=rule)  # fmt: skip
-    result = train_federated(clients, tests, TinyNet, config)
     for record in result.history:
         shares = {client: values["weight"] for client, values in (record.server_step or {}).items()}
         assert set(shares) == set(record.clients)  # every client that sent an update
@@ -136,7 +132,4 @@ def test_each_round_records_every_clients_share_of_the_rule(rule: str) -> None:
 
 
 def test_the_plain_mean_records_no_shares() -> None:
-    clients, tests = tiny_clients(per_client=24)
-    config = RunConfig(rounds=1, local_epochs=1, batch_size=16, precision="fp32",
-                       algorithm="fedavg")  # fmt: skip
-    assert train_federated(clients, tests, TinyNet, config).history[0].server_step is None
+    assert tiny_run("mean", rounds=1).history[0].server_step is None
