@@ -57,6 +57,8 @@ def test_krum_does_not_depend_on_the_order_of_clients() -> None:
 def test_krum_says_which_state_it_kept() -> None:
     names = list(POINTS)
     krum = combine(Krum(0.2), names)
+    with pytest.raises(RuntimeError, match="call result"):  # nothing kept yet
+        krum.shares()  # type: ignore[attr-defined]
     krum.result()  # type: ignore[attr-defined]
     assert krum.shares() == [1.0 if n == "c" else 0.0 for n in names]  # type: ignore[attr-defined]
     multi = combine(Krum(0.2, multi=True), names)
@@ -89,6 +91,8 @@ def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
     rule = GeometricMedian()
     for index, point in enumerate(points):
         rule.add({"w": point, "n": torch.tensor(index)}, 100)
+    with pytest.raises(RuntimeError, match="call result"):
+        rule.shares()
     result = rule.result()
     torch.testing.assert_close(result["w"].double(), brute_force_median(points), atol=0.011, rtol=0)
     weights = rule.weights()

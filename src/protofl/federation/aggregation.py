@@ -238,6 +238,8 @@ class Krum(KeptStates):
 
     def shares(self) -> list[float]:
         """Each state's share of the result (after :meth:`result`): 1/m for the m kept."""
+        if not self.picked:
+            raise RuntimeError("Krum.shares() reports the last result(); call result() first.")
         share = 1.0 / len(self.picked)
         return [share if i in self.picked else 0.0 for i in range(len(self.states))]
 
@@ -310,6 +312,10 @@ class GeometricMedian(KeptStates):
 
     def shares(self) -> list[float]:
         """Each state's Weiszfeld weight in the result (after :meth:`result`)."""
+        if not self.final_weights:
+            raise RuntimeError(
+                "GeometricMedian.shares() reports the last result(); call result() first."
+            )
         return list(self.final_weights)
 
 
