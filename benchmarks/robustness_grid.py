@@ -156,12 +156,14 @@ def mean_std(values: list[float]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(values), "std": spread, "n": len(values)}
 
 
-def text(value: dict[str, float] | None) -> str:
+def text(value: dict[str, float] | None, full: int = 1) -> str:
+    """``mean ± std``; a cell with fewer seeds than the table's fullest says how many."""
     if value is None:
         return "-"
-    if value["n"] < 2:
-        return f"{value['mean']:.2f}"
-    return f"{value['mean']:.2f} ± {value['std']:.2f}"
+    shown = (
+        f"{value['mean']:.2f}" if value["n"] < 2 else f"{value['mean']:.2f} ± {value['std']:.2f}"
+    )
+    return shown if value["n"] >= full else f"{shown} (n={value['n']:.0f})"
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -170,6 +172,9 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['malicious_fraction']}. Command: `{meta['command']}`. Machine: {meta['machine']}.",
         "",
     ]
+    full = max((int(r["avg"]["n"]) for r in rows), default=1)
+    if any(r["avg"]["n"] < full for r in rows):
+        lines += [f"Cells marked (n=k) have k of the {full} seeds the others have.", ""]
     for algorithm in dict.fromkeys(r["algorithm"] for r in rows):
         mine = [r for r in rows if r["algorithm"] == algorithm]
         defences = list(dict.fromkeys(r["defence"] for r in mine))
@@ -181,7 +186,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             cells = []
             for defence in defences:
                 row = found.get((attack, defence))
-                cell = text(row["avg"]) if row else "-"
+                cell = text(row["avg"], full) if row else "-"
                 if row and row["attack_success_rate"]:
                     cell += f" (ASR {text(row['attack_success_rate'])})"
                 cells.append(cell)
@@ -195,7 +200,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             for row in clean:
                 cells = [text(row["per_domain"][d]) for d in domains]
                 lines.append(
-                    f"| {row['defence']} | " + " | ".join(cells) + f" | {text(row['avg'])} |"
+                    f"| {row['defence']} | " + " | ".join(cells) + f" | {text(row['avg'], full)} |"
                 )
         lines.append("")
     return "\n".join(lines)

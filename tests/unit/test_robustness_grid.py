@@ -83,3 +83,16 @@ def test_the_table_averages_seeds_and_shows_the_success_rate(tmp_path: Path) -> 
     assert abs(row["per_domain"]["b"]["mean"] - 35.0) < 1e-9
     table = grid.markdown([row], {"malicious_fraction": 0.2, "command": "c", "machine": "m"})
     assert "| backdoor | 45.00 ± 7.07 (ASR 30.00 ± 14.14) |" in table
+
+
+def test_a_cell_with_fewer_seeds_than_the_rest_says_so(tmp_path: Path) -> None:
+    cells = [grid.Cell("fpl", "none", "mean", s) for s in (0, 1)] + [
+        grid.Cell("fpl", "none", "krum", 0)
+    ]
+    for cell, avg in zip(cells, (0.40, 0.50, 0.30), strict=True):
+        fake_run(tmp_path / "runs" / cell.name, cell.seed, avg, {"a": avg}, None)
+    rows = grid.summarise(cells, tmp_path)
+    table = grid.markdown(rows, {"malicious_fraction": 0.2, "command": "c", "machine": "m"})
+    assert "| none | 45.00 ± 7.07 | 30.00 (n=1) |" in table
+    assert "| krum | 30.00 | 30.00 (n=1) |" in table  # the per-domain table too
+    assert "k of the 2 seeds" in table
