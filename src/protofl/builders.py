@@ -36,7 +36,7 @@ from protofl.engine.precision import resolve_precision
 from protofl.engine.root_set import draw_root_set
 from protofl.engine.validation_split import split_validation
 from protofl.errors import ConfigError, DataError
-from protofl.federation.defences import bulyan_shortfall
+from protofl.federation.defences import bulyan_shortfall, trim_shortfall
 from protofl.federation.participation import participants
 from protofl.federation.privacy import SEEDED_NOISE_WARNING, PrototypePrivacy, epsilons
 from protofl.models import MODELS, build_model, check_feature_model
@@ -197,9 +197,13 @@ def algorithm_for(
         prototype_min_cosine=config.prototype_min_cosine,
         seed=config.seed,
     )
-    if config.aggregation == "bulyan" and num_clients:  # refused before any round runs
+    if config.aggregation in ("bulyan", "trimmed-mean") and num_clients:  # before any round
         per_round = participants(num_clients, config.clients_per_round)
-        problem = bulyan_shortfall(per_round, config.assumed_malicious)
+        problem = (
+            bulyan_shortfall(per_round, config.assumed_malicious)
+            if config.aggregation == "bulyan"
+            else trim_shortfall(per_round, config.trim_fraction)
+        )
         if problem is not None:
             raise ConfigError(problem)
     options = config.algorithm_options.get(config.algorithm, {})

@@ -21,6 +21,7 @@ from protofl.federation.defences import (
     RoundReference,
     bulyan_selection,
     closest_to_median_mean,
+    trim_shortfall,
 )
 from protofl.federation.rules import RULES, make_combiner
 from protofl.models import ResNet10
@@ -108,6 +109,16 @@ def test_bulyan_with_too_few_clients_per_round_is_refused_before_training() -> N
     config = RunConfig(rounds=1, algorithm="fedavg", aggregation="bulyan", assumed_malicious=0.25)
     with pytest.raises(ConfigError, match=r"4f \+ 3 = 7 clients .* K = 4. To fix: lower"):
         train_federated(clients, tests, TinyNet, config)
+
+
+def test_a_trimmed_mean_that_would_drop_nobody_is_refused_before_training() -> None:
+    clients, tests = tiny_clients(per_client=24)  # K = 4: floor(0.1 x 4) = 0 at each end
+    config = RunConfig(rounds=1, algorithm="fedavg", aggregation="trimmed-mean")
+    with pytest.raises(ConfigError, match=r"floor\(0.1 x 4\) = 0 .* at least 1/K = 0.25"):
+        train_federated(clients, tests, TinyNet, config)
+    assert trim_shortfall(4, 0.25) is None  # one value cut at each end
+    assert trim_shortfall(4, 0.0) is None  # no trimming, asked for on purpose
+    assert trim_shortfall(10, 0.1) is None and trim_shortfall(9, 0.1) is not None
 
 
 def test_bulyan_selection_is_krum_when_one_state_is_chosen() -> None:

@@ -72,6 +72,20 @@ def closest_to_median_mean(stacked: torch.Tensor, keep: int) -> torch.Tensor:
     return ordered.gather(0, nearest).mean(dim=0)
 
 
+def trim_shortfall(count: int, trim_fraction: float) -> str | None:
+    """Why a trimmed mean of ``count`` clients' states would drop nothing, or None. It cuts
+    floor(trim_fraction x K) values at each end; where that is 0 for a positive fraction the
+    rule is the plain unweighted mean, which a run asking for a defence did not mean."""
+    if trim_fraction <= 0 or math.floor(trim_fraction * count) > 0:
+        return None
+    return (
+        f"trimmed-mean with trim_fraction {trim_fraction} drops floor({trim_fraction} x {count})"
+        f" = 0 values at each end of the {count} clients of a round, so it would be the plain "
+        f"unweighted mean and stop nothing. To fix: set trim_fraction to at least 1/K = "
+        f"{1 / count:.4g} (e.g. --set trim_fraction=0.25), or to 0 for that mean on purpose."
+    )
+
+
 def bulyan_shortfall(count: int, assumed_malicious: float) -> str | None:
     """Why Bulyan cannot combine ``count`` clients' states (fewer than 4f + 3), or None."""
     malicious = math.floor(assumed_malicious * count)
