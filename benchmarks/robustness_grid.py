@@ -85,14 +85,41 @@ def exists(cell: Cell) -> bool:
     return spec.sends_prototypes or not needs_prototypes
 
 
-def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str]) -> list[str]:
-    if (folder / "checkpoint.pt").is_file() and not (folder / "summary.json").is_file():
-        return [sys.executable, "-m", "protofl", "run", "--resume", str(folder), "-q"]
+def cell_settings(cell: Cell, fraction: float) -> list[str]:
+    """The ``key=value`` settings that make a run this cell."""
     settings = list(DEFENCES[cell.defence])
     if cell.attack in PSEUDO_ATTACKS:
         settings += PSEUDO_ATTACKS[cell.attack]
     elif cell.attack != "none":
         settings += [f"attack={cell.attack}", f"malicious_fraction={fraction}"]
+    return settings
+
+
+def stale(folder: Path, cell: Cell, fraction: float) -> str | None:
+    """How a run's recorded config differs from what the grid now sets for its cell (a
+    changed defence setting), or None. Such a run is neither counted nor resumed."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    recorded = json.loads(path.read_text())
+    for setting in cell_settings(cell, fraction):
+        key, value = setting.split("=", 1)
+        if key not in recorded:
+            continue
+        try:
+            same = float(recorded[key]) == float(value)
+        except (TypeError, ValueError):
+            same = str(recorded[key]) == value
+        if not same:
+            return f"{key}={recorded[key]} where the grid now sets {value}"
+    return None
+
+
+def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str]) -> list[str]:
+    resumable = (folder / "checkpoint.pt").is_file() and not (folder / "summary.json").is_file()
+    if resumable and stale(folder, cell, fraction) is None:
+        return [sys.executable, "-m", "protofl", "run", "--resume", str(folder), "-q"]
+    settings = cell_settings(cell, fraction)
     sets = [part for setting in settings for part in ("--set", setting)]
     return [
         sys.executable, "-m", "protofl", "run", "--algorithm", cell.algorithm,
@@ -107,7 +134,7 @@ def finished(folder: Path) -> bool:
 
 def run_cell(cell: Cell, out: Path, fraction: float, passthrough: Sequence[str]) -> str:
     folder = out / "runs" / cell.name
-    if finished(folder):
+    if finished(folder) and stale(folder, cell, fraction) is None:
         return "kept"
     folder.parent.mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"{cell.name}.log"
@@ -126,11 +153,11 @@ def last_rounds(folder: Path, key: str, window: int = 5) -> float | None:
     return 100 * statistics.fmean(values) if values else None
 
 
-def summarise(cells: list[Cell], out: Path) -> list[dict[str, Any]]:
+def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str, str], list[Path]] = {}
     for cell in cells:
         folder = out / "runs" / cell.name
-        if finished(folder):
+        if finished(folder) and stale(folder, cell, fraction) is None:
             groups.setdefault((cell.algorithm, cell.attack, cell.defence), []).append(folder)
     rows = []
     for (algorithm, attack, defence), folders in groups.items():
@@ -270,6 +297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     if args.summarise_only:
         outcomes = ["kept" if finished(args.out / "runs" / c.name) else "not run" for c in cells]
+        outcomes = [
+            f"stale ({why})" if o == "kept" and why else o
+            for c, o in zip(cells, outcomes, strict=True)
+            for why in [stale(args.out / "runs" / c.name, c, args.malicious_fraction)]
+        ]
     else:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             outcomes = list(pool.map(
@@ -286,8 +318,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "left_out": [c.name for c in every if not exists(c)],
         "failed": [c.name for c, o in zip(cells, outcomes, strict=True) if o.startswith("failed")],
         "not_run": [c.name for c, o in zip(cells, outcomes, strict=True) if o == "not run"],
+        "stale": [c.name for c, o in zip(cells, outcomes, strict=True) if o.startswith("stale")],
     }
-    rows = summarise(cells, args.out)
+    rows = summarise(cells, args.out, args.malicious_fraction)
     (args.out / "robustness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     (args.out / "table.md").write_text(table)

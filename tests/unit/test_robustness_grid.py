@@ -96,3 +96,22 @@ def test_a_cell_with_fewer_seeds_than_the_rest_says_so(tmp_path: Path) -> None:
     assert "| none | 45.00 ± 7.07 | 30.00 (n=1) |" in table
     assert "| krum | 30.00 | 30.00 (n=1) |" in table  # the per-domain table too
     assert "k of the 2 seeds" in table
+
+
+def test_a_run_made_with_other_settings_than_its_cell_now_has_is_not_counted(
+    tmp_path: Path,
+) -> None:
+    cell = grid.Cell("fpl", "none", "trimmed-mean", 0)
+    folder = tmp_path / "runs" / cell.name
+    fake_run(folder, 0, 0.40, {"a": 0.4}, None)
+    assert grid.stale(folder, cell, 0.2) is None  # a record without the key is not judged
+    config = {"seed": 0, "aggregation": "trimmed-mean", "trim_fraction": 0.1}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert grid.stale(folder, cell, 0.2) == "trim_fraction=0.1 where the grid now sets 0.25"
+    assert grid.summarise([cell], tmp_path) == []
+    (folder / "checkpoint.pt").write_bytes(b"")  # nor is it resumed: it starts afresh
+    (folder / "summary.json").unlink()
+    assert "--overwrite" in grid.command(cell, folder, 0.2, [])
+    config["trim_fraction"] = 0.25
+    (folder / "config.json").write_text(json.dumps(config))
+    assert "--resume" in grid.command(cell, folder, 0.2, [])
