@@ -376,6 +376,19 @@ def pages() -> dict[Path, str]:
     return out
 
 
+# Pictures the pages show, copied from the result folders that drew them.
+PICTURES = {
+    "robustness_embedded.png": "robustness_embedded/robustness.png",
+    "robustness_office.png": "robustness_office_reduced/robustness.png",
+}
+
+
+def pictures() -> dict[Path, bytes]:
+    return {
+        ROOT / "docs" / page: (RESULTS / source).read_bytes() for page, source in PICTURES.items()
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale pages")
@@ -387,6 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         stale.append(path.relative_to(ROOT))
         if not args.check:
             path.write_text(text)
+    for path, data in pictures().items():
+        if path.is_file() and path.read_bytes() == data:
+            continue
+        stale.append(path.relative_to(ROOT))
+        if not args.check:
+            path.write_bytes(data)
     if args.check and stale:
         print("stale (run python scripts/docs_pages.py):", ", ".join(map(str, stale)))
         return 1

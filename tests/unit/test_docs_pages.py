@@ -33,6 +33,12 @@ def test_committed_pages_match_a_fresh_generation() -> None:
     assert not stale, f"run python scripts/docs_pages.py; stale: {stale}"
 
 
+def test_the_pages_pictures_are_the_ones_the_results_drew() -> None:
+    for path, data in pages.pictures().items():
+        assert path.is_file() and path.read_bytes() == data, f"run scripts/docs_pages.py: {path}"
+        assert data.startswith(b"\x89PNG")
+
+
 def test_placeholders_read_the_figures_of_results_json() -> None:
     results = json.loads(
         (ROOT / "benchmarks/results/office_paper_protocol/results.json").read_text()
