@@ -173,6 +173,9 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
             "algorithm": algorithm, "attack": attack, "defence": defence,
             "seeds": [json.loads((f / "config.json").read_text())["seed"] for f in folders],
             "avg": mean_std(avg), "per_domain": {d: mean_std(v) for d, v in per_domain.items()},
+            "avg_by_seed": {str(s["seed"]): a for s, a in zip(
+                [json.loads((f / "config.json").read_text()) for f in folders], avg, strict=True
+            )},
             "attack_success_rate": mean_std([s for s in success if s is not None]),
         })  # fmt: skip
     return rows

@@ -225,7 +225,8 @@ def round_metric(run: str, round_: str, keys: str, form: str = "pct") -> str:
 
 def robust(directory: str, algorithm: str, attack: str, defence: str, what: str = "avg") -> str:
     """One cell of a robustness grid (``robustness.json``): ``avg``, ``asr`` (the backdoor's
-    success rate) or ``domain:NAME``, as ``mean ± std`` over its seeds."""
+    success rate) or ``domain:NAME``, as ``mean ± std`` over its seeds, or ``seed:S`` (the
+    AVG of seed S alone)."""
     path = RESULTS / directory / "robustness.json"
     if not path.is_file():
         raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
@@ -242,10 +243,13 @@ def robust(directory: str, algorithm: str, attack: str, defence: str, what: str 
         value = row["avg"]
     elif what == "asr":
         value = row["attack_success_rate"]
+    elif what.startswith("seed:"):  # one seed's AVG, where the seeds disagree
+        seed_avg = row.get("avg_by_seed", {}).get(what.removeprefix("seed:"))
+        value = None if seed_avg is None else {"mean": seed_avg, "std": 0.0, "n": 1}
     elif what.startswith("domain:"):
         value = row["per_domain"].get(what.removeprefix("domain:"))
     else:
-        raise TemplateError(f"robust: unknown figure {what!r} (avg, asr, domain:NAME)")
+        raise TemplateError(f"robust: unknown figure {what!r} (avg, asr, domain:NAME, seed:S)")
     if value is None:
         raise TemplateError(f"{directory}: {algorithm} / {attack} / {defence} has no {what}")
     return mean_std(value)

@@ -39,6 +39,20 @@ def test_the_pages_pictures_are_the_ones_the_results_drew() -> None:
         assert data.startswith(b"\x89PNG")
 
 
+def test_a_robustness_placeholder_reads_one_seed_or_all() -> None:
+    rows = json.loads(
+        (ROOT / "benchmarks/results/robustness_embedded/robustness.json").read_text()
+    )["rows"]
+    row = next(r for r in rows if (r["algorithm"], r["attack"], r["defence"]) == (
+        "fpl", "none", "mean"))  # fmt: skip
+    assert pages.robust("robustness_embedded", "fpl", "none", "mean", "seed:1") == (
+        f"{row['avg_by_seed']['1']:.2f}"
+    )
+    assert len(row["avg_by_seed"]) == row["avg"]["n"]
+    with pytest.raises(pages.TemplateError, match="has no seed:9"):
+        pages.robust("robustness_embedded", "fpl", "none", "mean", "seed:9")
+
+
 def test_placeholders_read_the_figures_of_results_json() -> None:
     results = json.loads(
         (ROOT / "benchmarks/results/office_paper_protocol/results.json").read_text()

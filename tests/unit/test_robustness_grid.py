@@ -78,6 +78,7 @@ def test_the_table_averages_seeds_and_shows_the_success_rate(tmp_path: Path) -> 
     fake_run(tmp_path / "runs" / cells[1].name, 1, 0.50, {"a": 0.6, "b": 0.4}, 0.4)
     (row,) = grid.summarise(cells, tmp_path)
     assert row["seeds"] == [0, 1]
+    assert row["avg_by_seed"] == {"0": 40.0, "1": 50.0}
     assert abs(row["avg"]["mean"] - 45.0) < 1e-9 and abs(row["avg"]["std"] - 7.0710678) < 1e-6
     assert abs(row["attack_success_rate"]["mean"] - 30.0) < 1e-9
     assert abs(row["per_domain"]["b"]["mean"] - 35.0) < 1e-9
