@@ -75,6 +75,8 @@ class Cell:
 def exists(cell: Cell) -> bool:
     """Whether the run is defined: prototype attacks and defences need an algorithm that
     sends prototypes, and a weight rule one that applies it (FedHEAL has its own)."""
+    if cell.attack in PSEUDO_ATTACKS and cell.defence != "mean":
+        return False  # a baseline for the mean's reading, not an attack to defend
     spec = ALGORITHMS.get(cell.algorithm)
     needs_prototypes = cell.attack in PROTOTYPE_ONLY_ATTACKS or cell.defence in (
         PROTOTYPE_ONLY_DEFENCES
