@@ -117,6 +117,14 @@ def stale(folder: Path, cell: Cell, fraction: float) -> str | None:
     return None
 
 
+def standing(folder: Path, cell: Cell, fraction: float) -> str:
+    """``kept`` (finished with the cell's settings), ``stale (why)`` or ``not run``."""
+    if not finished(folder):
+        return "not run"
+    why = stale(folder, cell, fraction)
+    return "kept" if why is None else f"stale ({why})"
+
+
 def command(cell: Cell, folder: Path, fraction: float, passthrough: Sequence[str]) -> list[str]:
     resumable = (folder / "checkpoint.pt").is_file() and not (folder / "summary.json").is_file()
     if resumable and stale(folder, cell, fraction) is None:
@@ -136,7 +144,7 @@ def finished(folder: Path) -> bool:
 
 def run_cell(cell: Cell, out: Path, fraction: float, passthrough: Sequence[str]) -> str:
     folder = out / "runs" / cell.name
-    if finished(folder) and stale(folder, cell, fraction) is None:
+    if standing(folder, cell, fraction) == "kept":
         return "kept"
     folder.parent.mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"{cell.name}.log"
@@ -159,7 +167,7 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
     groups: dict[tuple[str, str, str], list[Path]] = {}
     for cell in cells:
         folder = out / "runs" / cell.name
-        if finished(folder) and stale(folder, cell, fraction) is None:
+        if standing(folder, cell, fraction) == "kept":
             groups.setdefault((cell.algorithm, cell.attack, cell.defence), []).append(folder)
     rows = []
     for (algorithm, attack, defence), folders in groups.items():
@@ -171,13 +179,12 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
             for d in domains
         }
         success = [last_rounds(f, "attack_success_rate") for f in folders]
+        seeds = [json.loads((f / "config.json").read_text())["seed"] for f in folders]
         rows.append({
             "algorithm": algorithm, "attack": attack, "defence": defence,
-            "seeds": [json.loads((f / "config.json").read_text())["seed"] for f in folders],
+            "seeds": seeds,
             "avg": mean_std(avg), "per_domain": {d: mean_std(v) for d, v in per_domain.items()},
-            "avg_by_seed": {str(s["seed"]): a for s, a in zip(
-                [json.loads((f / "config.json").read_text()) for f in folders], avg, strict=True
-            )},
+            "avg_by_seed": {str(s): a for s, a in zip(seeds, avg, strict=True)},
             "attack_success_rate": mean_std([s for s in success if s is not None]),
         })  # fmt: skip
     return rows
@@ -301,12 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = [c for c in every if exists(c)]
     started = time.perf_counter()
     if args.summarise_only:
-        outcomes = ["kept" if finished(args.out / "runs" / c.name) else "not run" for c in cells]
-        outcomes = [
-            f"stale ({why})" if o == "kept" and why else o
-            for c, o in zip(cells, outcomes, strict=True)
-            for why in [stale(args.out / "runs" / c.name, c, args.malicious_fraction)]
-        ]
+        outcomes = [standing(args.out / "runs" / c.name, c, args.malicious_fraction) for c in cells]
     else:
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             outcomes = list(pool.map(

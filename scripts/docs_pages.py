@@ -398,13 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale pages")
     args = parser.parse_args(argv)
     stale = []
-    for path, text in pages().items():
-        if path.is_file() and path.read_text() == text:
-            continue
-        stale.append(path.relative_to(ROOT))
-        if not args.check:
-            path.write_text(text)
-    for path, data in pictures().items():
+    wanted = {path: text.encode() for path, text in pages().items()} | pictures()
+    for path, data in wanted.items():
         if path.is_file() and path.read_bytes() == data:
             continue
         stale.append(path.relative_to(ROOT))
