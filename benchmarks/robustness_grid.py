@@ -179,15 +179,64 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
             for d in domains
         }
         success = [last_rounds(f, "attack_success_rate") for f in folders]
-        seeds = [json.loads((f / "config.json").read_text())["seed"] for f in folders]
+        configs = [json.loads((f / "config.json").read_text()) for f in folders]
+        seeds = [c["seed"] for c in configs]
+        shares = [weight_shares(f, c) for f, c in zip(folders, configs, strict=True)]
+        recorded = [s for s in shares if s is not None]
         rows.append({
             "algorithm": algorithm, "attack": attack, "defence": defence,
             "seeds": seeds,
             "avg": mean_std(avg), "per_domain": {d: mean_std(v) for d, v in per_domain.items()},
             "avg_by_seed": {str(s): a for s, a in zip(seeds, avg, strict=True)},
             "attack_success_rate": mean_std([s for s in success if s is not None]),
+            "weight_share": {
+                key: mean_std([s.get(key, 0.0) for s in recorded])
+                for key in dict.fromkeys(k for s in recorded for k in s)
+            } if recorded else None,
+            "size_share": size_shares(configs[0]),
         })  # fmt: skip
     return rows
+
+
+def domain_of(client: str) -> str:
+    return client.rsplit("-", 1)[0]  # clients are named <domain>-<k> (data.partition)
+
+
+def size_shares(config: dict[str, Any]) -> dict[str, float] | None:
+    """Each domain's share of the training samples: its weight under the sample-weighted mean
+    when every client takes part."""
+    sizes = config.get("resolved", {}).get("client_sizes")
+    if not sizes:
+        return None
+    total = sum(sizes.values())
+    shares: dict[str, float] = {}
+    for client, size in sizes.items():
+        shares[domain_of(client)] = shares.get(domain_of(client), 0.0) + 100 * size / total
+    return shares
+
+
+def weight_shares(folder: Path, config: dict[str, Any]) -> dict[str, float] | None:
+    """Each domain's share (%) of the weight the server step gave its clients, and the liars'
+    share (``malicious``), averaged over the rounds. Only weight rules that give each client a
+    weight record one (Krum, Multi-Krum, the geometric median); the coordinate-wise rules and
+    the plain mean record none, so this is None for them."""
+    liars = set(config.get("resolved", {}).get("malicious_clients", []))
+    rounds: list[dict[str, float]] = []
+    for line in (folder / "metrics.jsonl").read_text().splitlines():
+        step = json.loads(line).get("server_step") if line.strip() else None
+        if not step or not all("weight" in v for v in step.values()):
+            continue
+        shares: dict[str, float] = {"malicious": 0.0}
+        for client, values in step.items():
+            domain = domain_of(client)
+            shares[domain] = shares.get(domain, 0.0) + 100 * values["weight"]
+            if client in liars:
+                shares["malicious"] += 100 * values["weight"]
+        rounds.append(shares)
+    if not rounds:
+        return None
+    keys = dict.fromkeys(k for r in rounds for k in r)  # a domain absent from a round got 0
+    return {k: statistics.fmean(r.get(k, 0.0) for r in rounds) for k in keys}
 
 
 def mean_std(values: list[float]) -> dict[str, float] | None:
@@ -243,8 +292,32 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 lines.append(
                     f"| {row['defence']} | " + " | ".join(cells) + f" | {text(row['avg'], full)} |"
                 )
+        lines += listening(mine, full)
         lines.append("")
     return "\n".join(lines)
+
+
+def listening(rows: list[dict[str, Any]], full: int) -> list[str]:
+    """Who the server listened to: each domain's share of the weights where the rule records
+    them, beside its share of the samples (what the sample-weighted mean gives it)."""
+    weighed = [r for r in rows if r.get("weight_share")]
+    if not weighed:
+        return []
+    domains = [k for k in weighed[0]["weight_share"] if k != "malicious"]
+    lines = ["", "Share of the server's weight (%, mean over rounds) by domain, and the liars':",
+             "", "| attack | defence | " + " | ".join(domains) + " | liars |",
+             "|---|---|" + "---|" * (len(domains) + 1)]  # fmt: skip
+    sizes = weighed[0].get("size_share")
+    if sizes:
+        cells = [f"{sizes.get(d, 0.0):.1f}" for d in domains]
+        lines.append("| (samples) | mean | " + " | ".join(cells) + " | - |")
+    for row in weighed:
+        share = row["weight_share"]
+        cells = [text(share.get(d), full) for d in domains]
+        liars = text(share["malicious"], full) if row["attack"] not in ("none",) else "-"
+        lines.append(f"| {row['attack']} | {row['defence']} | " + " | ".join(cells)
+                     + f" | {liars} |")  # fmt: skip
+    return lines
 
 
 def picture(rows: list[dict[str, Any]], path: Path) -> None:
@@ -328,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stale": [c.name for c, o in zip(cells, outcomes, strict=True) if o.startswith("stale")],
     }
     rows = summarise(cells, args.out, args.malicious_fraction)
+    args.out.mkdir(parents=True, exist_ok=True)  # --summarise-only of an empty or new folder
     (args.out / "robustness.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     table = markdown(rows, meta)
     (args.out / "table.md").write_text(table)

@@ -22,8 +22,8 @@ figure read from ``benchmarks/results/``:
   space);
 - ``{{ seconds RUN FIRST LAST }}``: the median seconds a round took in rounds FIRST..LAST;
 - ``{{ metric RUN ROUND KEY.KEY [FORMAT] }}``: one figure of one round of a run folder;
-- ``{{ robust DIR ALGORITHM ATTACK DEFENCE [avg|asr|domain:NAME] }}``: one cell of a
-  robustness grid (``benchmarks/robustness_grid.py``);
+- ``{{ robust DIR ALGORITHM ATTACK DEFENCE [avg|asr|domain:NAME|share:NAME|seed:S] }}``: one
+  cell of a robustness grid (``benchmarks/robustness_grid.py``);
 - ``{{ lodo DIR [METHOD [COLUMN]] }}``: the leave-one-domain-out table of ``DIR``, or a cell;
 - ``{{ include FILE }}``: a text file under benchmarks/results as it is (a script's table);
 - ``{{ command DIR }}``, ``{{ machine DIR }}``: how the table was made, and where.
@@ -225,8 +225,9 @@ def round_metric(run: str, round_: str, keys: str, form: str = "pct") -> str:
 
 def robust(directory: str, algorithm: str, attack: str, defence: str, what: str = "avg") -> str:
     """One cell of a robustness grid (``robustness.json``): ``avg``, ``asr`` (the backdoor's
-    success rate) or ``domain:NAME``, as ``mean ± std`` over its seeds, or ``seed:S`` (the
-    AVG of seed S alone)."""
+    success rate), ``domain:NAME`` or ``share:NAME`` (a domain's or the ``malicious`` clients'
+    share of the server's weight, where the rule records it), as ``mean ± std`` over its
+    seeds, or ``seed:S`` (the AVG of seed S alone)."""
     path = RESULTS / directory / "robustness.json"
     if not path.is_file():
         raise TemplateError(f"{path.relative_to(ROOT)} does not exist")
@@ -248,8 +249,12 @@ def robust(directory: str, algorithm: str, attack: str, defence: str, what: str 
         value = None if seed_avg is None else {"mean": seed_avg, "std": 0.0, "n": 1}
     elif what.startswith("domain:"):
         value = row["per_domain"].get(what.removeprefix("domain:"))
+    elif what.startswith("share:"):  # a domain's (or the liars') share of the server's weight
+        value = (row.get("weight_share") or {}).get(what.removeprefix("share:"))
     else:
-        raise TemplateError(f"robust: unknown figure {what!r} (avg, asr, domain:NAME, seed:S)")
+        raise TemplateError(
+            f"robust: unknown figure {what!r} (avg, asr, domain:NAME, seed:S, share:NAME)"
+        )
     if value is None:
         raise TemplateError(f"{directory}: {algorithm} / {attack} / {defence} has no {what}")
     return mean_std(value)

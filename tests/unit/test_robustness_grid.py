@@ -116,3 +116,35 @@ def test_a_run_made_with_other_settings_than_its_cell_now_has_is_not_counted(
     config["trim_fraction"] = 0.25
     (folder / "config.json").write_text(json.dumps(config))
     assert "--resume" in grid.command(cell, folder, 0.2, [])
+
+
+def test_the_weight_each_domain_and_the_liars_got_is_averaged_over_rounds(tmp_path: Path) -> None:
+    cell = grid.Cell("fpl", "backdoor", "geometric-median", 0)
+    folder = tmp_path / "runs" / cell.name
+    fake_run(folder, 0, 0.4, {"a": 0.4, "b": 0.4}, 0.1)
+    sizes = {"a-0": 300, "a-1": 100, "b-0": 100}
+    config = {"seed": 0, "resolved": {"malicious_clients": ["a-1"], "client_sizes": sizes}}
+    (folder / "config.json").write_text(json.dumps(config))
+    steps = [  # round 2: b-0 not sampled, so domain b got nothing that round
+        {"a-0": {"weight": 0.5}, "a-1": {"weight": 0.3}, "b-0": {"weight": 0.2}},
+        {"a-0": {"weight": 0.6}, "a-1": {"weight": 0.4}},
+    ]
+    lines = [json.dumps({"round": r + 1, "server_step": step}) for r, step in enumerate(steps)]
+    (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    (row,) = grid.summarise([cell], tmp_path)
+    shares = {k: round(v["mean"], 6) for k, v in row["weight_share"].items()}
+    assert shares == {"malicious": 35.0, "a": 90.0, "b": 10.0}
+    assert row["size_share"] == {"a": 80.0, "b": 20.0}
+    table = grid.markdown([row], {"malicious_fraction": 0.2, "command": "c", "machine": "m"})
+    assert "| (samples) | mean | 80.0 | 20.0 | - |" in table
+    assert "| backdoor | geometric-median | 90.00 | 10.00 | 35.00 |" in table
+
+
+def test_rules_that_record_no_weights_have_no_weight_share(tmp_path: Path) -> None:
+    cell = grid.Cell("fpl", "none", "median", 0)
+    fake_run(tmp_path / "runs" / cell.name, 0, 0.4, {"a": 0.4}, None)
+    (row,) = grid.summarise([cell], tmp_path)
+    assert row["weight_share"] is None
+    assert "Share of the server's weight" not in grid.markdown(
+        [row], {"malicious_fraction": 0.2, "command": "c", "machine": "m"}
+    )
