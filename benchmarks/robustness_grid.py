@@ -304,7 +304,8 @@ def listening(rows: list[dict[str, Any]], full: int) -> list[str]:
     if not weighed:
         return []
     domains = [k for k in weighed[0]["weight_share"] if k != "malicious"]
-    lines = ["", "Share of the server's weight (%, mean over rounds) by domain, and the liars':",
+    lines = ["", "Share of the server's weight (%, mean over rounds) by domain, and the liars' "
+             "(n=k: only k seeds' runs recorded it):",
              "", "| attack | defence | " + " | ".join(domains) + " | liars |",
              "|---|---|" + "---|" * (len(domains) + 1)]  # fmt: skip
     sizes = weighed[0].get("size_share")
