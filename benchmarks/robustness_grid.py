@@ -44,6 +44,7 @@ DEFENCES: dict[str, tuple[str, ...]] = {
     "krum": ("aggregation=krum",),
     "multi-krum": ("aggregation=multi-krum",),
     "geometric-median": ("aggregation=geometric-median",),
+    "rfa": ("aggregation=rfa",),
     "bulyan": ("aggregation=bulyan",),
     "norm-clip": ("aggregation=norm-clip",),
     "fltrust": ("aggregation=fltrust",),

@@ -108,6 +108,49 @@ def test_geometric_median_is_the_minimiser_of_the_summed_distances() -> None:
     torch.testing.assert_close(reordered.result()["w"], result["w"], atol=1e-6, rtol=0)
 
 
+def brute_force_weighted_median(points: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The grid point with the smallest sum of alpha-weighted distances to the points."""
+    xs = torch.linspace(-1, 6, 701, dtype=torch.float64)
+    grid = torch.cartesian_prod(xs, xs)
+    cost = (torch.cdist(grid, points.double()) * alpha.double()).sum(dim=1)
+    return grid[cost.argmin()]
+
+
+def test_rfa_minimises_the_sample_weighted_sum_of_distances() -> None:
+    """RFA (Pillutla et al.): argmin_z sum_i alpha_i ||z - x_i||, alpha_i = n_i / n."""
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.2], [5.0, 5.0]])
+    samples = [10, 10, 10, 10, 200]  # the far point holds most of the data
+    rule = GeometricMedian(by_samples=True)
+    for index, (point, n) in enumerate(zip(points, samples, strict=True)):
+        rule.add({"w": point, "n": torch.tensor(index)}, n)
+    alpha = torch.tensor(samples, dtype=torch.float64) / sum(samples)
+    expected = brute_force_weighted_median(points, alpha)
+    result = rule.result()
+    torch.testing.assert_close(result["w"].double(), expected, atol=0.011, rtol=0)
+    # alpha_5 = 200/240 > 1/2: the weighted median is that point itself, not the counted one
+    torch.testing.assert_close(expected, points[4].double(), atol=0.011, rtol=0)
+    unweighted = GeometricMedian()
+    for index, point in enumerate(points):
+        unweighted.add({"w": point, "n": torch.tensor(index)}, samples[index])
+    assert float((unweighted.result()["w"] - points[4]).norm()) > 3  # counts clients: far off
+    # shares are the weights of the mean returned; the order of arrival does not matter
+    shares = torch.tensor(rule.shares(), dtype=torch.float64)
+    torch.testing.assert_close(result["w"].double(), shares @ points.double())
+    reordered = GeometricMedian(by_samples=True)
+    for index in (4, 2, 0, 3, 1):
+        reordered.add({"w": points[index], "n": torch.tensor(index)}, samples[index])
+    torch.testing.assert_close(reordered.result()["w"], result["w"], atol=1e-6, rtol=0)
+
+
+def test_rfa_with_equal_sample_counts_is_the_geometric_median() -> None:
+    points = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.2], [5.0, 5.0]])
+    by_samples, counted = GeometricMedian(by_samples=True), GeometricMedian()
+    for point in points:
+        by_samples.add({"w": point}, 7)
+        counted.add({"w": point}, 7)
+    torch.testing.assert_close(by_samples.result()["w"], counted.result()["w"], atol=0, rtol=0)
+
+
 def test_every_rule_the_config_accepts_is_built() -> None:
     assert set(RULES) == set(WEIGHT_RULES)
     # norm-clip and fltrust measure updates from the round's start; fltrust needs the root
@@ -123,7 +166,7 @@ def tiny_run(rule: str, rounds: int) -> RunResult:
     return train_federated(clients, tests, TinyNet, config)
 
 
-@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median"])
+@pytest.mark.parametrize("rule", ["krum", "multi-krum", "geometric-median", "rfa"])
 def test_a_run_with_the_rule_trains_and_records_each_clients_share(rule: str) -> None:
     result = tiny_run(rule, rounds=2)
     assert len(result.history) == 2 and 0.0 <= result.summary["mean_accuracy"] <= 1.0

@@ -13,7 +13,8 @@ and ``multi-krum`` (Blanchard et al., NeurIPS 2017), ``geometric-median`` (RFA; 
 "Byzantine-Robust Distributed Learning", ICML 2018; Bulyan, norm clipping and FLTrust are in
 :mod:`protofl.federation.defences`. The robust rules ignore sample counts (a client cannot
 buy influence by claiming more samples) and must keep every client's state until the round
-ends.
+ends; ``rfa`` is the exception: the geometric median with each client weighted by its sample
+count, as RFA's paper defines it, for federations whose small domains should not gain weight.
 """
 
 from __future__ import annotations
@@ -265,13 +266,21 @@ def weiszfeld_weights(
     count: int,
     iterations: int = 100,
     tolerance: float = 1e-10,
+    prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The weights of the geometric median as a weighted mean of K points (Weiszfeld's
     iteration, smoothed by ``tolerance`` so a point at the median does not divide by 0).
-    ``distances_to(weights)`` returns each point's distance to the weighted mean."""
-    weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
+    ``distances_to(weights)`` returns each point's distance to the weighted mean. ``prior``
+    (alpha, summing to 1; equal if None) weighs the points: the minimiser of
+    sum_i alpha_i ||z - x_i||, whose Weiszfeld step weights point i by alpha_i / d_i."""
+    alpha = (
+        torch.full((count,), 1.0 / count, dtype=torch.float64)
+        if prior is None
+        else prior.to(torch.float64)
+    )
+    weights = alpha
     for _ in range(iterations):
-        inverse = 1.0 / distances_to(weights).clamp(min=tolerance)
+        inverse = alpha / distances_to(weights).clamp(min=tolerance)
         new = inverse / inverse.sum()
         if torch.allclose(new, weights, rtol=0, atol=1e-12):
             return new
@@ -282,11 +291,20 @@ def weiszfeld_weights(
 class GeometricMedian(KeptStates):
     """The geometric median of the client states (RFA, Pillutla et al., IEEE TSP 2022):
     the point minimising the sum of Euclidean distances to them, by Weiszfeld's iteration,
-    as a weighted mean of the states; integer counters take the same weights, rounded."""
+    as a weighted mean of the states; integer counters take the same weights, rounded.
+    ``by_samples=False`` (``geometric-median``) counts every client once; ``True`` (``rfa``)
+    weighs each distance by the client's share of the samples, as RFA's paper does (a count
+    each client reports itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, by_samples: bool = False) -> None:
         super().__init__()
+        self.by_samples = by_samples
+        self.num_samples: list[int] = []
         self.final_weights: list[float] = []  # what result() used
+
+    def add(self, state: StateDict, num_samples: int) -> None:
+        super().add(state, num_samples)
+        self.num_samples.append(num_samples)
 
     def weights(self) -> torch.Tensor:
         if not self.states:
@@ -304,7 +322,12 @@ class GeometricMedian(KeptStates):
                 total += (values - centre).pow(2).sum(dim=1)
             return total.sqrt()
 
-        return weiszfeld_weights(distances_to, len(self.states))
+        prior = (
+            torch.tensor(sample_weights(self.num_samples), dtype=torch.float64)
+            if self.by_samples
+            else None
+        )
+        return weiszfeld_weights(distances_to, len(self.states), prior=prior)
 
     def result(self) -> StateDict:
         self.final_weights = self.weights().tolist()

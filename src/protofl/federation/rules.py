@@ -20,6 +20,7 @@ RULES = (
     "krum",
     "multi-krum",
     "geometric-median",
+    "rfa",
     "bulyan",
     "norm-clip",
     "fltrust",
@@ -43,8 +44,8 @@ def make_combiner(
         return CoordinateRule(trim_fraction)
     if rule in ("krum", "multi-krum"):
         return Krum(assumed_malicious, multi=rule == "multi-krum")
-    if rule == "geometric-median":
-        return GeometricMedian()
+    if rule in ("geometric-median", "rfa"):
+        return GeometricMedian(by_samples=rule == "rfa")
     if rule == "bulyan":
         return Bulyan(assumed_malicious)
     if rule == "norm-clip":
