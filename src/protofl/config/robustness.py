@@ -25,6 +25,7 @@ WEIGHT_RULES = (
     "krum",
     "multi-krum",
     "geometric-median",
+    "rfa",
     "bulyan",
     "norm-clip",
     "fltrust",
