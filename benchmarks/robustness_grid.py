@@ -218,9 +218,9 @@ def size_shares(config: dict[str, Any]) -> dict[str, float] | None:
 
 def weight_shares(folder: Path, config: dict[str, Any]) -> dict[str, float] | None:
     """Each domain's share (%) of the weight the server step gave its clients, and the liars'
-    share (``malicious``), averaged over the rounds. Only weight rules that give each client a
-    weight record one (Krum, Multi-Krum, the geometric median); the coordinate-wise rules and
-    the plain mean record none, so this is None for them."""
+    share (``malicious``), averaged over the rounds. Only server steps that give each client a
+    weight record one (Krum, Multi-Krum, the geometric median and rfa, FedHEAL); the
+    coordinate-wise rules and the plain mean record none, so this is None for them."""
     liars = set(config.get("resolved", {}).get("malicious_clients", []))
     rounds: list[dict[str, float]] = []
     for line in (folder / "metrics.jsonl").read_text().splitlines():
@@ -316,7 +316,7 @@ def listening(rows: list[dict[str, Any]], full: int) -> list[str]:
     for row in weighed:
         share = row["weight_share"]
         cells = [text(share.get(d), full) for d in domains]
-        liars = text(share["malicious"], full) if row["attack"] not in ("none",) else "-"
+        liars = text(share["malicious"], full) if row["attack"] != "none" else "-"
         lines.append(f"| {row['attack']} | {row['defence']} | " + " | ".join(cells)
                      + f" | {liars} |")  # fmt: skip
     return lines
