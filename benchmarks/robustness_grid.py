@@ -195,12 +195,20 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
                 for key in dict.fromkeys(k for s in recorded for k in s)
             } if recorded else None,
             "size_share": size_shares(configs[0]),
+            "ran_on": sorted({where for c in configs for where in ran_on(c)}),
         })  # fmt: skip
     return rows
 
 
 def domain_of(client: str) -> str:
     return client.rsplit("-", 1)[0]  # clients are named <domain>-<k> (data.partition)
+
+
+def ran_on(config: dict[str, Any]) -> list[str]:
+    """Where each part of a run ran, as ``CPU (precision)`` (or the GPU's name): a table that
+    gathers runs from several machines must say which ran where (bf16 and fp32 differ)."""
+    parts = config.get("resolved", {}).get("parts", [])
+    return [f"{p.get('gpu') or p.get('cpu', '?')} ({p.get('precision', '?')})" for p in parts]
 
 
 def size_shares(config: dict[str, Any]) -> dict[str, float] | None:
@@ -260,9 +268,17 @@ def text(value: dict[str, float] | None, full: int = 1) -> str:
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     lines = [
         f"AVG (%) over the last 5 rounds, mean ± std over seeds; malicious fraction "
-        f"{meta['malicious_fraction']}. Command: `{meta['command']}`. Machine: {meta['machine']}.",
+        f"{meta['malicious_fraction']}. Command: `{meta['command']}`. Summarised on: "
+        f"{meta['machine']}.",
         "",
     ]
+    where: dict[str, int] = {}
+    for row in rows:
+        for machine in row.get("ran_on", []):
+            where[machine] = where.get(machine, 0) + 1
+    if where:
+        listed = "; ".join(f"{m}: {n} cells" for m, n in sorted(where.items()))
+        lines += [f"The runs ran on: {listed}.", ""]
     full = max((int(r["avg"]["n"]) for r in rows), default=1)
     if any(r["avg"]["n"] < full for r in rows):
         lines += [f"Cells marked (n=k) have k of the {full} seeds the others have.", ""]

@@ -148,3 +148,22 @@ def test_rules_that_record_no_weights_have_no_weight_share(tmp_path: Path) -> No
     assert "Share of the server's weight" not in grid.markdown(
         [row], {"malicious_fraction": 0.2, "command": "c", "machine": "m"}
     )
+
+
+def test_the_table_says_on_which_cpu_and_precision_its_runs_ran(tmp_path: Path) -> None:
+    cells = [grid.Cell("fpl", "none", d, 0) for d in ("mean", "krum", "median")]
+    parts = [
+        [{"cpu": "AMD EPYC", "precision": "fp32"}],
+        [{"cpu": "Xeon", "precision": "bf16"}],
+        [{"cpu": "Xeon", "precision": "bf16"}, {"cpu": "AMD EPYC", "precision": "fp32"}],
+    ]  # the third was resumed on another machine
+    for cell, ran in zip(cells, parts, strict=True):
+        folder = tmp_path / "runs" / cell.name
+        fake_run(folder, 0, 0.4, {"a": 0.4}, None)
+        (folder / "config.json").write_text(json.dumps({"seed": 0, "resolved": {"parts": ran}}))
+    rows = {r["defence"]: r for r in grid.summarise(cells, tmp_path)}
+    assert rows["mean"]["ran_on"] == ["AMD EPYC (fp32)"]
+    assert rows["median"]["ran_on"] == ["AMD EPYC (fp32)", "Xeon (bf16)"]
+    table = grid.markdown(list(rows.values()), {"malicious_fraction": 0.2, "command": "c",
+                                                "machine": "m"})  # fmt: skip
+    assert "The runs ran on: AMD EPYC (fp32): 2 cells; Xeon (bf16): 2 cells." in table
