@@ -273,8 +273,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "",
     ]
     where: dict[str, int] = {}
-    for row in rows:
-        for machine in row.get("ran_on", []):
+    for summary in rows:
+        for machine in summary.get("ran_on", []):
             where[machine] = where.get(machine, 0) + 1
     if where:
         listed = "; ".join(f"{m}: {n} cells" for m, n in sorted(where.items()))
