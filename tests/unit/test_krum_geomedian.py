@@ -151,6 +151,39 @@ def test_rfa_with_equal_sample_counts_is_the_geometric_median() -> None:
     torch.testing.assert_close(by_samples.result()["w"], counted.result()["w"], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("by_samples", [False, True])
+def test_weiszfeld_from_the_gram_matrix_equals_a_plain_loop_over_the_parameters(
+    by_samples: bool,
+) -> None:
+    """The rule takes every distance from the K x K Gram matrix of the states; a plain
+    Weiszfeld loop that measures each distance on the concatenated parameters must agree,
+    also when the parameters sit far from 0 (1e5 + differences of 0.1: cancellation)."""
+    generator = torch.Generator().manual_seed(3)
+    states = [
+        {
+            "conv": 1e5 + 0.1 * torch.randn(4, 3, generator=generator),
+            "bias": 1e5 + 0.1 * torch.randn(5, generator=generator),
+            "num_batches_tracked": torch.tensor(7),  # integer: no part of the distance
+        }
+        for _ in range(6)
+    ]
+    sizes = [5, 1, 3, 8, 2, 4]
+    rule = GeometricMedian(by_samples=by_samples)
+    for one, size in zip(states, sizes, strict=True):
+        rule.add(one, size)
+    points = [torch.cat([s["conv"].flatten(), s["bias"]]).double() for s in states]
+    alpha = torch.tensor(sizes if by_samples else [1] * 6, dtype=torch.float64)
+    alpha = alpha / alpha.sum()
+    weights = alpha.clone()
+    for _ in range(100):
+        centre = sum(w * p for w, p in zip(weights, points, strict=True))
+        inverse = torch.stack(
+            [a / torch.linalg.norm(p - centre).clamp(min=1e-10) for a, p in zip(alpha, points)]
+        )
+        weights = inverse / inverse.sum()
+    torch.testing.assert_close(rule.weights(), weights, atol=1e-9, rtol=0)
+
+
 def test_every_rule_the_config_accepts_is_built() -> None:
     assert set(RULES) == set(WEIGHT_RULES)
     # norm-clip and fltrust measure updates from the round's start; fltrust needs the root

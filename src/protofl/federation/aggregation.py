@@ -309,18 +309,21 @@ class GeometricMedian(KeptStates):
     def weights(self) -> torch.Tensor:
         if not self.states:
             raise PayloadError("nothing to combine: no client states this round.")
-        keys = self._floating_keys()
-        stacked = {
-            k: torch.stack([s[k].detach().to(torch.float64).flatten().cpu() for s in self.states])
-            for k in keys
-        }
+        # Every Weiszfeld step needs each state's distance to a weighted mean of the states,
+        # which the K x K Gram matrix of the states (taken relative to state 0, so large
+        # parameter values do not cancel) gives without touching the parameters again:
+        # ||x_i - sum_k w_k x_k||^2 = G_ii - 2 (G w)_i + w^T G w when sum_k w_k = 1.
+        gram = torch.zeros(len(self.states), len(self.states), dtype=torch.float64)
+        for key in self._floating_keys():
+            values = torch.stack(
+                [s[key].detach().to(torch.float64).flatten().cpu() for s in self.states]
+            )
+            values -= values[0].clone()
+            gram += values @ values.T
 
         def distances_to(weights: torch.Tensor) -> torch.Tensor:
-            total = torch.zeros(len(self.states), dtype=torch.float64)
-            for values in stacked.values():
-                centre = weights @ values  # [D]
-                total += (values - centre).pow(2).sum(dim=1)
-            return total.sqrt()
+            squared = gram.diagonal() - 2 * (gram @ weights) + weights @ gram @ weights
+            return squared.clamp(min=0).sqrt()
 
         prior = (
             torch.tensor(sample_weights(self.num_samples), dtype=torch.float64)
