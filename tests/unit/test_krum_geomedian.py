@@ -177,9 +177,8 @@ def test_weiszfeld_from_the_gram_matrix_equals_a_plain_loop_over_the_parameters(
     weights = alpha.clone()
     for _ in range(100):
         centre = sum(w * p for w, p in zip(weights, points, strict=True))
-        inverse = torch.stack(
-            [a / torch.linalg.norm(p - centre).clamp(min=1e-10) for a, p in zip(alpha, points)]
-        )
+        distances = torch.stack([torch.linalg.norm(p - centre) for p in points])
+        inverse = alpha / distances.clamp(min=1e-10)
         weights = inverse / inverse.sum()
     torch.testing.assert_close(rule.weights(), weights, atol=1e-9, rtol=0)
 
