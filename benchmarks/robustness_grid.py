@@ -200,8 +200,11 @@ def summarise(cells: list[Cell], out: Path, fraction: float = 0.2) -> list[dict[
     return rows
 
 
-def domain_of(client: str) -> str:
-    return client.rsplit("-", 1)[0]  # clients are named <domain>-<k> (data.partition)
+def domain_of(client: str, config: dict[str, Any]) -> str:
+    """The client's domain as config.json records it; runs made before that record was kept
+    fall back on the benchmark's naming, ``<domain>-<k>`` (data.partition)."""
+    recorded = config.get("resolved", {}).get("client_domains") or {}
+    return str(recorded[client]) if client in recorded else client.rsplit("-", 1)[0]
 
 
 def ran_on(config: dict[str, Any]) -> list[str]:
@@ -220,7 +223,8 @@ def size_shares(config: dict[str, Any]) -> dict[str, float] | None:
     total = sum(sizes.values())
     shares: dict[str, float] = {}
     for client, size in sizes.items():
-        shares[domain_of(client)] = shares.get(domain_of(client), 0.0) + 100 * size / total
+        domain = domain_of(client, config)
+        shares[domain] = shares.get(domain, 0.0) + 100 * size / total
     return shares
 
 
@@ -237,7 +241,7 @@ def weight_shares(folder: Path, config: dict[str, Any]) -> dict[str, float] | No
             continue
         shares: dict[str, float] = {"malicious": 0.0}
         for client, values in step.items():
-            domain = domain_of(client)
+            domain = domain_of(client, config)
             shares[domain] = shares.get(domain, 0.0) + 100 * values["weight"]
             if client in liars:
                 shares["malicious"] += 100 * values["weight"]

@@ -259,6 +259,7 @@ def train_federated(
         "data_source": "arrays given to train_federated (the benchmark setting is not used)",
         "domains": [t.domain for t in federation.test_sets],
         "test_sizes": {t.domain: len(t.data) for t in federation.test_sets},
+        "client_domains": {c.client_id: c.domain for c in federation.clients},
     }
     simulation, resolved = build_simulation(config, model.to(device), federation.to(device), facts)
     if resume_dir is None:

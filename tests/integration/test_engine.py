@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -10,6 +13,7 @@ from protofl import RunConfig, train_federated
 from protofl.algorithms.hooks import ClientResult, ClientRound, LocalStep
 from protofl.core.payloads import Prototypes
 from protofl.data.transforms import PassThrough
+from protofl.data.user import ClientArrays
 from protofl.engine.data import ClientData, TensorSet
 from protofl.engine.local import LocalSettings, train_locally
 from protofl.errors import TrainingError
@@ -235,3 +239,16 @@ def test_a_run_uses_its_thread_setting_and_gives_the_callers_back() -> None:
         train(probe)
         assert probe.seen == {wanted}
         assert torch.get_num_threads() == before
+
+
+def test_config_json_records_each_clients_domain_whatever_its_name(tmp_path: Path) -> None:
+    """Tables that sum by domain (the robustness grid's weight shares) read this record,
+    not the client's name: a caller's ids need not say the domain."""
+    clients, tests = tiny_clients(per_client=8)
+    named = [ClientArrays(c.x, c.y, c.domain, f"site{k}") for k, c in enumerate(clients)]
+    config = RunConfig(rounds=1, local_epochs=1, out=str(tmp_path / "run"), seed=0)
+    train_federated(named, tests, TinyNet, config, write=True)
+    resolved = json.loads((tmp_path / "run" / "config.json").read_text())["resolved"]
+    assert resolved["client_domains"] == {
+        "site0": "red", "site1": "red", "site2": "green", "site3": "green"
+    }  # fmt: skip

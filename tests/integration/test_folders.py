@@ -106,6 +106,10 @@ def test_a_given_split_is_used_as_is(tmp_path: Path) -> None:
     _, _, resolved = load_federation(config(root, tmp_path))
     assert resolved["test_sizes"] == {"hospital_a": 3, "hospital_b": 2}
     assert resolved["client_sizes"] == {"hospital_a-0": 12, "hospital_b-0": 8}
+    assert resolved["client_domains"] == {
+        "hospital_a-0": "hospital_a",
+        "hospital_b-0": "hospital_b",
+    }
     assert resolved["data"]["hospital_a"]["split"].startswith("given")
 
 

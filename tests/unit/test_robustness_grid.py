@@ -167,3 +167,21 @@ def test_the_table_says_on_which_cpu_and_precision_its_runs_ran(tmp_path: Path) 
     table = grid.markdown(list(rows.values()), {"malicious_fraction": 0.2, "command": "c",
                                                 "machine": "m"})  # fmt: skip
     assert "The runs ran on: AMD EPYC (fp32): 2 cells; Xeon (bf16): 2 cells." in table
+
+
+def test_weight_shares_sum_by_the_recorded_domain_not_the_clients_name(tmp_path: Path) -> None:
+    cell = grid.Cell("fpl", "none", "geometric-median", 0)
+    folder = tmp_path / "runs" / cell.name
+    fake_run(folder, 0, 0.4, {"x": 0.4, "y": 0.4}, None)
+    resolved = {
+        "client_sizes": {"alice": 30, "bob": 10, "x-0": 60},
+        "client_domains": {"alice": "x", "bob": "y", "x-0": "y"},  # x-0's name misleads
+    }
+    (folder / "config.json").write_text(json.dumps({"seed": 0, "resolved": resolved}))
+    step = {"alice": {"weight": 0.5}, "bob": {"weight": 0.2}, "x-0": {"weight": 0.3}}
+    (folder / "metrics.jsonl").write_text(json.dumps({"round": 1, "server_step": step}) + "\n")
+    (row,) = grid.summarise([cell], tmp_path)
+    assert {k: round(v["mean"], 6) for k, v in row["weight_share"].items()} == {
+        "malicious": 0.0, "x": 50.0, "y": 50.0
+    }  # fmt: skip
+    assert row["size_share"] == {"x": 30.0, "y": 70.0}

@@ -81,6 +81,7 @@ def load_federation(config: RunConfig) -> tuple[BenchmarkSpec, Federation, dict[
         "clients_per_domain": allocation,
         "client_fraction": fraction,
         "client_sizes": {c.client_id: len(c) for c in federation.clients},
+        "client_domains": {c.client_id: c.domain for c in federation.clients},
         "client_class_counts": {
             c.client_id: torch.bincount(
                 c.source.labels[c.indices], minlength=spec.num_classes
