@@ -135,6 +135,7 @@ def build_simulation(
         compile_backend=config.compile,
         clients_per_round=config.clients_per_round,
     )
+    simulation.distance_screen = config.distance_screen
     if config.attack:
         ids = [c.client_id for c in federation.clients]
         liars = draw_malicious(

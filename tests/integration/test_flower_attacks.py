@@ -74,6 +74,23 @@ def test_a_malicious_node_lies_as_the_simulators_liar(attack: str) -> None:
     )  # the lie changed the run
 
 
+@pytest.mark.usefixtures("one_thread")
+def test_the_distance_screen_on_flower_leaves_out_the_simulators_liar() -> None:
+    """FPL + FedHEAL behind the distance screen, one node sending noise: Flower's strategy
+    leaves out the same update in every round and ends on the simulator's model."""
+    config = dataclasses.replace(CONFIG, algorithm="fpl-fedheal", distance_screen=3.0)
+    simulated = simulate(dataclasses.replace(config, attack="noise", malicious_clients=("red-1",)))
+    _, grid = tiny_grid(config)
+    grid.contexts[31].node_config.update({"attack": "noise"})  # partition 1, red-1
+    flower = run_server(grid, tiny_server(config), write=False)
+
+    for got, want in zip(flower.history, simulated.history, strict=True):
+        assert list(got.rejected) == list(want.rejected) == ["red-1"]
+        assert got.server_step == want.server_step and "red-1" not in got.server_step
+    for key, value in simulated.state.weights.items():
+        assert torch.equal(flower.strategy.state.weights[key], value), key
+
+
 def test_a_node_config_attack_is_checked() -> None:
     assert node_attack({PARTITION_ID: 0}, "red-0") is None
     sign_flip = node_attack({"attack": "sign-flip", "attack-strength": 2.0}, "red-0")

@@ -95,6 +95,9 @@ class RunConfig:
     # prototype methods: all (as published), median or centre-filter (docs/defences.md)
     prototype_aggregation: str = "all"
     prototype_min_cosine: float = 0.0  # centre-filter: least cosine to the class's centre
+    # > 0 (>= 1): before aggregating, leave out every update whose distance from the global
+    # model exceeds this x the round's median distance; any algorithm, FedHEAL included
+    distance_screen: float = 0.0
     # robustness experiments (protofl.engine.attacks, docs/attacks.md): robustness.ATTACK_NAMES, by
     # round(malicious_fraction x K) seeded clients or the named malicious_clients
     attack: str = ""

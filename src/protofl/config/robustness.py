@@ -60,6 +60,12 @@ def check_aggregation(config: RunConfig) -> None:
         raise ConfigError(
             f"prototype_min_cosine must lie in [-1, 1]; got {config.prototype_min_cosine}."
         )
+    screen = config.distance_screen
+    if not (math.isfinite(screen) and (screen == 0 or screen >= 1)):
+        raise ConfigError(
+            f"distance_screen must be 0 (off) or >= 1 (a multiple of the round's median "
+            f"distance, e.g. 3); got {screen}."
+        )
     if not 0 <= config.assumed_malicious < 0.5:
         raise ConfigError(
             f"assumed_malicious must lie in [0, 0.5); got {config.assumed_malicious}."

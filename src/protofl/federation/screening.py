@@ -3,14 +3,16 @@
 A client whose weights do not match the global model or contain NaN/inf is left out of the
 round; a client whose prototypes are malformed (wrong shape or dtype, NaN, unknown class)
 keeps its weights in the average but its prototypes are dropped. Both are logged and
-reported in the round's record; the round goes on without them. Used by the simulator and
-the Flower strategy alike.
+reported in the round's record; the round goes on without them. With ``distance_screen`` set,
+an update far from the global model (beyond a multiple of the round's median distance) is
+left out too (:func:`distance_screen`). Used by the simulator and the Flower strategy alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 from collections.abc import Sequence
 
 import torch
@@ -82,3 +84,36 @@ def screen_updates(
             kept.append(screened)
     report(rejected, len(kept), round_index)
     return kept, rejected
+
+
+def distance_from(weights: StateDict, reference: StateDict) -> float:
+    """The L2 distance between two states over their floating entries (counters excluded)."""
+    total = torch.zeros((), dtype=torch.float64)
+    for key, value in weights.items():
+        if value.is_floating_point():
+            total += (value.detach().double() - reference[key].detach().double()).pow(2).sum().cpu()
+    return float(total.sqrt())
+
+
+def distance_screen(
+    updates: Sequence[ClientUpdate], reference: StateDict, factor: float
+) -> tuple[list[ClientUpdate], dict[str, str]]:
+    """Drop each update whose distance from the round's global weights exceeds ``factor`` x
+    the median of the round's distances; the rest keep their order. A screen any algorithm
+    can sit behind, FedHEAL included, whose own weight rule favours far updates. An update at
+    the median always stays (``factor`` >= 1), so the round never empties. Returns the kept
+    updates and {client id: why} for the dropped ones."""
+    distances = [distance_from(u.weights, reference) for u in updates]
+    if not distances:
+        return [], {}
+    bound = factor * statistics.median(distances)
+    kept, dropped = [], {}
+    for update, distance in zip(updates, distances, strict=True):
+        if distance > bound:
+            dropped[update.client_id] = (
+                f"update rejected: its distance from the global model, {distance:.4g}, is over "
+                f"distance_screen {factor:g} x the round's median {bound / factor:.4g}"
+            )
+        else:
+            kept.append(update)
+    return kept, dropped

@@ -37,6 +37,7 @@ from protofl.errors import ConfigError, PayloadError, TrainingError
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
+from protofl.federation.screening import distance_screen
 from protofl.flower.codec import (
     decode_validation_counts,
     encode_server_message,
@@ -209,6 +210,13 @@ class ProtoflStrategy:
                 + "; ".join(f"{who}: {why}" for who, why in rejected.items())
             )
         received = self._as_crafted(received)
+        factor = self.setup.config.distance_screen
+        if factor > 0:  # as the simulator: after the malformed screen and the crafted step
+            order = sorted(received)
+            near, far = distance_screen([received[i] for i in order], self.state.weights, factor)
+            rejected.update(far)
+            kept_ids = {u.client_id for u in near}
+            received = {i: received[i] for i in order if received[i].client_id in kept_ids}
         aggregation = self.setup.algorithm.start_aggregation(self.state, self._root_weights())
         kept = []
         for index in sorted(received):  # the simulator's order, so sums round the same way

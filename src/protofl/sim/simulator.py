@@ -32,7 +32,7 @@ from protofl.engine.round_attacks import ROUND_ATTACKS, crafted_round
 from protofl.federation.health import collapse_warning
 from protofl.federation.participation import sample_clients
 from protofl.federation.privacy import PrototypePrivacy
-from protofl.federation.screening import report, screen_update
+from protofl.federation.screening import distance_screen, report, screen_update
 from protofl.models.base import check_feature_model
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class Simulation:
     attack: Attack = NO_ATTACK  # malicious clients for robustness runs; the server is not told
     # FLTrust: the server's root set, trained on each round before aggregation (None: no root)
     root_set: ClientData | None = None
+    distance_screen: float = 0.0  # > 0: screening.distance_screen's factor (holds the round)
 
     def __post_init__(self) -> None:
         self._warned = False
@@ -219,13 +220,22 @@ class Simulation:
                 self.attack.perturbation,
                 message.weights,
             )
+        held: list[ClientUpdate] = []  # the round's updates, when the distance screen needs them
         for update in updates:
             screened, reason = screen_update(
                 update, self.state.weights, self.federation.num_classes, self._feature_dim
             )
             if reason is not None:
                 rejected[update.client_id] = reason
-            if screened is not None:
+            if screened is not None and self.distance_screen > 0:
+                held.append(screened)
+            elif screened is not None:
+                aggregation.add(screened)
+                kept.append(dataclasses.replace(screened, weights={}))
+        if self.distance_screen > 0:
+            held, far = distance_screen(held, self.state.weights, self.distance_screen)
+            rejected.update(far)
+            for screened in held:
                 aggregation.add(screened)
                 kept.append(dataclasses.replace(screened, weights={}))
         report(rejected, len(kept), message.round)
