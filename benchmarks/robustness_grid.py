@@ -48,6 +48,9 @@ DEFENCES: dict[str, tuple[str, ...]] = {
     "bulyan": ("aggregation=bulyan",),
     "norm-clip": ("aggregation=norm-clip",),
     "fltrust": ("aggregation=fltrust",),
+    # a screen in front of any algorithm's own aggregation (FedHEAL's too): 3 x the round's
+    # median distance from the global model, fixed before any run (not tuned on results)
+    "distance-screen": ("distance_screen=3",),
     "prototype-median": ("prototype_aggregation=median",),
     "prototype-filter": ("prototype_aggregation=centre-filter",),
 }
@@ -59,6 +62,7 @@ PSEUDO_ATTACKS: dict[str, tuple[str, ...]] = {
 }
 PROTOTYPE_ONLY_ATTACKS = {"prototype-poison"}
 PROTOTYPE_ONLY_DEFENCES = {"prototype-median", "prototype-filter"}
+SCREENS = {"distance-screen"}  # before aggregation: every algorithm takes them
 
 
 @dataclass(frozen=True)
@@ -75,14 +79,15 @@ class Cell:
 
 def exists(cell: Cell) -> bool:
     """Whether the run is defined: prototype attacks and defences need an algorithm that
-    sends prototypes, and a weight rule one that applies it (FedHEAL has its own)."""
+    sends prototypes, and a weight rule one that applies it (FedHEAL has its own); a screen
+    stands in front of every algorithm."""
     if cell.attack in PSEUDO_ATTACKS and cell.defence != "mean":
         return False  # a baseline for the mean's reading, not an attack to defend
     spec = ALGORITHMS.get(cell.algorithm)
     needs_prototypes = cell.attack in PROTOTYPE_ONLY_ATTACKS or cell.defence in (
         PROTOTYPE_ONLY_DEFENCES
     )
-    weight_rule = cell.defence not in PROTOTYPE_ONLY_DEFENCES and cell.defence != "mean"
+    weight_rule = cell.defence not in PROTOTYPE_ONLY_DEFENCES | SCREENS | {"mean"}
     if weight_rule and not spec.applies_weight_rule:
         return False
     return spec.sends_prototypes or not needs_prototypes

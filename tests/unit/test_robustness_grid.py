@@ -36,6 +36,12 @@ def test_prototype_cells_exist_only_for_algorithms_that_send_prototypes() -> Non
     assert grid.exists(grid.Cell("fpl-fedheal", "alie", "mean", 0))
     assert grid.exists(grid.Cell("fpl-fedheal", "prototype-poison", "prototype-filter", 0))
     assert not grid.exists(grid.Cell("fedheal", "none", "prototype-filter", 0))
+    # the distance screen stands before every algorithm's aggregation, FedHEAL's included
+    for algorithm in ("fpl-fedheal", "fedheal", "fedavg", "fpl"):
+        assert grid.exists(grid.Cell(algorithm, "noise", "distance-screen", 0))
+    assert grid.cell_settings(grid.Cell("fpl-fedheal", "noise", "distance-screen", 0), 0.2) == [
+        "distance_screen=3", "attack=noise", "malicious_fraction=0.2"
+    ]  # fmt: skip
 
 
 def test_each_run_gets_its_attack_and_defence(tmp_path: Path) -> None:
