@@ -57,6 +57,10 @@ DEFENCES: dict[str, tuple[str, ...]] = {
 # "backdoor-probe": the backdoor's trigger and success rate with no client lying (the draw of
 # round(1e-9 x K) clients is empty), i.e. how often a clean model already says the target
 # class on triggered images: the baseline a backdoor's success rate is read against.
+# The rules whose success rate the probe gives a baseline for: the mean, and the geometric
+# median, whose backdoor success rate is twice the mean's (is its clean model already more
+# inclined to say the target class on triggered images?).
+PROBED_DEFENCES = {"mean", "geometric-median"}
 PSEUDO_ATTACKS: dict[str, tuple[str, ...]] = {
     "backdoor-probe": ("attack=backdoor", "malicious_fraction=1e-9"),
 }
@@ -81,8 +85,8 @@ def exists(cell: Cell) -> bool:
     """Whether the run is defined: prototype attacks and defences need an algorithm that
     sends prototypes, and a weight rule one that applies it (FedHEAL has its own); a screen
     stands in front of every algorithm."""
-    if cell.attack in PSEUDO_ATTACKS and cell.defence != "mean":
-        return False  # a baseline for the mean's reading, not an attack to defend
+    if cell.attack in PSEUDO_ATTACKS and cell.defence not in PROBED_DEFENCES:
+        return False  # a baseline for reading a success rate, not an attack to defend
     spec = ALGORITHMS.get(cell.algorithm)
     needs_prototypes = cell.attack in PROTOTYPE_ONLY_ATTACKS or cell.defence in (
         PROTOTYPE_ONLY_DEFENCES

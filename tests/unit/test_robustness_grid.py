@@ -39,6 +39,9 @@ def test_prototype_cells_exist_only_for_algorithms_that_send_prototypes() -> Non
     # the distance screen stands before every algorithm's aggregation, FedHEAL's included
     for algorithm in ("fpl-fedheal", "fedheal", "fedavg", "fpl"):
         assert grid.exists(grid.Cell(algorithm, "noise", "distance-screen", 0))
+    # the no-liar trigger baseline pairs with the rules whose success rate it is read against
+    assert grid.exists(grid.Cell("fpl", "backdoor-probe", "geometric-median", 0))
+    assert not grid.exists(grid.Cell("fpl", "backdoor-probe", "krum", 0))
     assert grid.cell_settings(grid.Cell("fpl-fedheal", "noise", "distance-screen", 0), 0.2) == [
         "distance_screen=3", "attack=noise", "malicious_fraction=0.2"
     ]  # fmt: skip
