@@ -388,7 +388,7 @@ def pages() -> dict[Path, str]:
 # Pictures the pages show, copied from the result folders that drew them.
 PICTURES = {
     "robustness_embedded.png": "robustness_embedded/robustness.png",
-    "robustness_office.png": "robustness_office_reduced_fp32/robustness.png",
+    "robustness_office.png": "robustness_office_reduced/robustness.png",
 }
 
 
