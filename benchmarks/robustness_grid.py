@@ -58,8 +58,8 @@ DEFENCES: dict[str, tuple[str, ...]] = {
 # round(1e-9 x K) clients is empty), i.e. how often a clean model already says the target
 # class on triggered images: the baseline a backdoor's success rate is read against.
 # The rules whose success rate the probe gives a baseline for: the mean, and the geometric
-# median, whose backdoor success rate is twice the mean's (is its clean model already more
-# inclined to say the target class on triggered images?).
+# median, whose backdoor success rate is twice the mean's (the probe asks whether its clean
+# model is already readier to say the target class: on the embedded benchmark it is not).
 PROBED_DEFENCES = {"mean", "geometric-median"}
 PSEUDO_ATTACKS: dict[str, tuple[str, ...]] = {
     "backdoor-probe": ("attack=backdoor", "malicious_fraction=1e-9"),

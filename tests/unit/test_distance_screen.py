@@ -12,7 +12,7 @@ import torch
 from protofl import RunConfig, train_federated
 from protofl.core.payloads import ClientUpdate
 from protofl.errors import ConfigError
-from protofl.federation.screening import distance_from, distance_screen
+from protofl.federation.screening import distance_screen
 
 from tiny_data import TinyNet, tiny_clients
 
@@ -25,7 +25,11 @@ def update(name: str, x: float, y: float, count: int = 5) -> ClientUpdate:
 
 
 def test_the_distance_counts_floating_entries_only() -> None:
-    assert distance_from(update("a", 3, 4, count=10**6).weights, GLOBAL) == pytest.approx(5.0)
+    # a's counter is a million off the global one; its distance is still |(3, 4)| = 5
+    updates = [update("a", 3, 4, count=10**6), update("b", 0.1, 0), update("c", 0.1, 0)]
+    assert (
+        "distance from the global model, 5, is over" in distance_screen(updates, GLOBAL, 3)[1]["a"]
+    )
 
 
 def test_updates_beyond_the_factor_times_the_median_distance_are_left_out() -> None:

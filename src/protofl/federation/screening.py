@@ -19,6 +19,7 @@ import torch
 
 from protofl.core.payloads import ClientUpdate, StateDict
 from protofl.errors import PayloadError, TrainingError
+from protofl.federation.defences import update_norms
 
 logger = logging.getLogger(__name__)
 
@@ -86,15 +87,6 @@ def screen_updates(
     return kept, rejected
 
 
-def distance_from(weights: StateDict, reference: StateDict) -> float:
-    """The L2 distance between two states over their floating entries (counters excluded)."""
-    total = torch.zeros((), dtype=torch.float64)
-    for key, value in weights.items():
-        if value.is_floating_point():
-            total += (value.detach().double() - reference[key].detach().double()).pow(2).sum().cpu()
-    return float(total.sqrt())
-
-
 def distance_screen(
     updates: Sequence[ClientUpdate], reference: StateDict, factor: float
 ) -> tuple[list[ClientUpdate], dict[str, str]]:
@@ -103,9 +95,10 @@ def distance_screen(
     can sit behind, FedHEAL included, whose own weight rule favours far updates. An update at
     the median always stays (``factor`` >= 1), so the round never empties. Returns the kept
     updates and {client id: why} for the dropped ones."""
-    distances = [distance_from(u.weights, reference) for u in updates]
-    if not distances:
+    if not updates:
         return [], {}
+    floating = [key for key, value in reference.items() if value.is_floating_point()]
+    distances = update_norms([u.weights for u in updates], reference, floating).tolist()
     bound = factor * statistics.median(distances)
     kept, dropped = [], {}
     for update, distance in zip(updates, distances, strict=True):

@@ -220,29 +220,32 @@ class Simulation:
                 self.attack.perturbation,
                 message.weights,
             )
-        held: list[ClientUpdate] = []  # the round's updates, when the distance screen needs them
+        valid: Iterable[ClientUpdate] = self._well_formed(updates, rejected)
+        if self.distance_screen > 0:  # it needs the whole round: hold it
+            valid, far = distance_screen(list(valid), self.state.weights, self.distance_screen)
+            rejected.update(far)
+        for update in valid:
+            aggregation.add(update)
+            kept.append(dataclasses.replace(update, weights={}))
+        report(rejected, len(kept), message.round)
+        self.state = aggregation.result()
+        # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
+        self._server_step = getattr(aggregation, "report", None)
+        return kept, rejected
+
+    def _well_formed(
+        self, updates: Iterable[ClientUpdate], rejected: dict[str, str]
+    ) -> Iterator[ClientUpdate]:
+        """The updates fit to aggregate, lazily; why the others were refused goes in
+        ``rejected`` (screening.screen_update: malformed weights or prototypes)."""
         for update in updates:
             screened, reason = screen_update(
                 update, self.state.weights, self.federation.num_classes, self._feature_dim
             )
             if reason is not None:
                 rejected[update.client_id] = reason
-            if screened is not None and self.distance_screen > 0:
-                held.append(screened)
-            elif screened is not None:
-                aggregation.add(screened)
-                kept.append(dataclasses.replace(screened, weights={}))
-        if self.distance_screen > 0:
-            held, far = distance_screen(held, self.state.weights, self.distance_screen)
-            rejected.update(far)
-            for screened in held:
-                aggregation.add(screened)
-                kept.append(dataclasses.replace(screened, weights={}))
-        report(rejected, len(kept), message.round)
-        self.state = aggregation.result()
-        # an aggregation may say what it did (FedHEAL's weights and masks); see RoundRecord
-        self._server_step = getattr(aggregation, "report", None)
-        return kept, rejected
+            if screened is not None:
+                yield screened
 
     def _trained(self, message: ServerMessage, observer: Observer | None) -> Iterator[ClientUpdate]:
         """The round's updates, one client trained at a time (lazily: the clean loop streams)."""
