@@ -104,7 +104,6 @@ def test_an_unwritable_out_is_explained_before_training() -> None:
 def test_a_full_disk_while_checkpointing_names_it_and_keeps_the_last_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import protofl.outputs.checkpoint
     from protofl.errors import DataError
 
     config = small_run(tmp_path, rounds=2)
@@ -116,13 +115,13 @@ def test_a_full_disk_while_checkpointing_names_it_and_keeps_the_last_checkpoint(
             raise RuntimeError("[enforce fail at inline_container.cc] unexpected pos 1024")
         real_save(obj, path)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(protofl.outputs.checkpoint.torch, "save", disk_fills_in_round_two)
+    monkeypatch.setattr("protofl.outputs.checkpoint.torch.save", disk_fills_in_round_two)
     with pytest.raises(
         DataError, match=r"round 2 .*previous round's checkpoint is intact.*--resume"
     ):
         run(config)
     assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists()
-    monkeypatch.setattr(protofl.outputs.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr("protofl.outputs.checkpoint.torch.save", real_save)
     finished = resume(tmp_path / "run")  # space freed: the run continues from round 1
     assert [r.round for r in finished.history] == [1, 2]
 
@@ -135,8 +134,6 @@ def test_a_disk_full_before_the_first_checkpoint_says_so_and_what_works(
     --resume that would be refused."""
     import shutil
 
-    import protofl.outputs.checkpoint
-    import protofl.outputs.results
     from protofl.errors import DataError
 
     config = small_run(tmp_path, rounds=1)
@@ -145,9 +142,9 @@ def test_a_disk_full_before_the_first_checkpoint_says_so_and_what_works(
     def disk_full(obj: object, path: object) -> None:
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
 
-    monkeypatch.setattr(protofl.outputs.checkpoint.torch, "save", disk_full)
+    monkeypatch.setattr("protofl.outputs.checkpoint.torch.save", disk_full)
     monkeypatch.setattr(
-        protofl.outputs.results.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=4096)
+        "protofl.outputs.results.shutil.disk_usage", lambda p: real_usage(p)._replace(free=4096)
     )
     with pytest.raises(DataError) as failure:
         run(config)
@@ -155,7 +152,7 @@ def test_a_disk_full_before_the_first_checkpoint_says_so_and_what_works(
     assert "the disk is full" in message and "4 KiB free" in message, message
     assert "unexpected pos" not in message and "--resume" not in message, message
     assert "nothing to resume" in message and "--overwrite" in message, message
-    monkeypatch.setattr(protofl.outputs.checkpoint.torch, "save", real_save)
-    monkeypatch.setattr(protofl.outputs.results.shutil, "disk_usage", real_usage)
+    monkeypatch.setattr("protofl.outputs.checkpoint.torch.save", real_save)
+    monkeypatch.setattr("protofl.outputs.results.shutil.disk_usage", real_usage)
     finished = run(config, overwrite=True)  # what the message says, once space is freed
     assert [r.round for r in finished.history] == [1]

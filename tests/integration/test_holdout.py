@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from protofl.cli import main
 from protofl.engine.loading import load_federation
 from protofl.errors import ConfigError
 
-SMALL = {
+SMALL: dict[str, Any] = {
     "rounds": 2,
     "local_epochs": 1,
     "clients_per_domain": {"handwritten": 1, "synthetic": 1, "strokes": 1, "segments": 1},

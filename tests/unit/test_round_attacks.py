@@ -3,6 +3,8 @@ update against its formula on hand-made states, the liars alone changed, counter
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -169,7 +171,7 @@ def test_the_perturbation_is_an_option_of_min_max_and_min_sum_only() -> None:
     from protofl import RunConfig
     from protofl.errors import ConfigError
 
-    liars = {"malicious_fraction": 0.25}
+    liars: dict[str, Any] = {"malicious_fraction": 0.25}
     assert RunConfig(attack="min-sum", attack_perturbation="sign", **liars)
     with pytest.raises(ConfigError, match="attack_perturbation is an option of attack='min-max'"):
         RunConfig(attack="alie", attack_perturbation="unit", **liars)

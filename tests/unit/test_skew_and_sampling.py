@@ -4,6 +4,7 @@ sampling properties, and that both run end to end and resume exactly."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from protofl import RunConfig
 from protofl.api import resume, run
 from protofl.data.partition import draw_clients
 from protofl.errors import ConfigError
-from protofl.sim.simulator import sample_clients
+from protofl.federation.participation import sample_clients
 
 LABELS = {"a": torch.arange(400) % 10, "b": torch.arange(300) % 10}
 
@@ -70,7 +71,7 @@ def test_sampling_is_seeded_per_round_and_sized_as_asked() -> None:
 
 @pytest.mark.slow
 def test_skewed_sampled_run_resumes_exactly(tmp_path: Path) -> None:
-    base = {
+    base: dict[str, Any] = {
         "rounds": 3,
         "local_epochs": 1,
         "label_skew": 0.5,
