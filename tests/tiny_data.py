@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def blob_images(
     return images.clip(0, 255).astype(np.uint8), labels
 
 
-def tiny_clients(per_client: int = 48, seed: int = 0) -> tuple[list[ClientArrays], dict]:
+def tiny_clients(per_client: int = 48, seed: int = 0) -> tuple[list[ClientArrays], dict[str, Any]]:
     clients, tests = [], {}
     for d, domain in enumerate(("red", "green")):
         for k in range(2):

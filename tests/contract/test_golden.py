@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -86,7 +87,7 @@ def test_compiled_step_matches_recorded_run(algorithm: str) -> None:
     ],
     ids=["loss-weight", "prototype-aggregation", "weight-aggregation", "seed"],
 )
-def test_a_changed_algorithm_fails_its_golden_run(algorithm: str, change: dict) -> None:
+def test_a_changed_algorithm_fails_its_golden_run(algorithm: str, change: dict[str, Any]) -> None:
     """The tolerances are tight enough to catch small changes, not only broken code."""
     with pytest.raises(AssertionError):
         assert_matches_golden(algorithm, tiny_run(algorithm, **change), record=False)

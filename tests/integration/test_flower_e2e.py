@@ -357,5 +357,5 @@ def test_a_killed_superlink_restarts_and_the_run_resumes_to_the_same_metrics(
     assert [r["round"] for r in rounds] == [1, 2, 3, 4], output[-4000:]
     for got, want in zip(rounds, reference.history, strict=True):
         accuracy = got["per_domain_accuracy"]
-        assert accuracy == pytest.approx(want.per_domain_accuracy, abs=1e-9)  # type: ignore[arg-type]
-        assert got["train"] == pytest.approx(want.train, rel=1e-5)  # type: ignore[arg-type]
+        assert accuracy == pytest.approx(want.per_domain_accuracy, abs=1e-9)
+        assert got["train"] == pytest.approx(want.train, rel=1e-5)

@@ -139,6 +139,7 @@ def sends_nan_weights(setup: ClientSetup) -> Node:
 
     def answer(message: Message) -> Message:
         reply = honest(message)
+        assert reply is not None  # the honest node always answers
         record = reply.content.array_records["weights"]
         key = next(k for k in record if record[k].dtype == "float32")
         record[key] = Array(np.full(record[key].shape, np.nan, dtype=np.float32))
@@ -152,6 +153,7 @@ def sends_nan_prototypes(setup: ClientSetup) -> Node:
 
     def answer(message: Message) -> Message:
         reply = honest(message)
+        assert reply is not None  # the honest node always answers
         record = reply.content.array_records["prototypes"]
         key = next(iter(record))
         record[key] = Array(np.full(record[key].shape, np.nan, dtype=np.float32))
@@ -642,7 +644,7 @@ class CrashingGrid(InProcessGrid):
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    ) -> list[Message]:
         self.calls += 1
         if self.calls == self.crash_round:
             raise ConnectionError("SuperLink unreachable")
@@ -767,7 +769,7 @@ class RestartingNodesGrid(InProcessGrid):
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
-    ) -> Iterable[Message]:
+    ) -> list[Message]:
         self.calls += 1
         if self.calls == self.restart_round:
             for context in self.contexts.values():

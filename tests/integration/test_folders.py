@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ TWO_DOMAINS = {"hospital_a": ["cat", "dog", "eel"], "hospital_b": ["cat", "dog"]
 
 
 def config(root: Path, tmp_path: Path, **changes: object) -> RunConfig:
-    values: dict = {"benchmark": "folders", "data_dir": str(root)}
+    values: dict[str, Any] = {"benchmark": "folders", "data_dir": str(root)}
     values |= {"cache_dir": str(tmp_path / "cache"), "precision": "fp32", "threads": 1}
     return RunConfig(**(values | changes))
 

@@ -11,6 +11,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,9 +27,9 @@ PACS = ("photo", "art_painting", "cartoon", "sketch")
 PACS_CLASSES = ("dog", "horse")  # two of the seven, as the tests need only their layout
 
 
-def fast(**changes: object) -> dict:
+def fast(**changes: object) -> dict[str, Any]:
     """Settings for a one-round run on tiny images."""
-    values: dict = {"rounds": 1, "local_epochs": 1, "model": "cnn", "image_size": 16}
+    values: dict[str, Any] = {"rounds": 1, "local_epochs": 1, "model": "cnn", "image_size": 16}
     values |= {"precision": "fp32", "threads": 1, "client_fraction": 1.0}
     return values | changes
 
@@ -184,7 +185,7 @@ def server(tmp_path: Path) -> Iterator[_Server]:
     running.httpd.shutdown()
 
 
-def _publish(server: _Server, tmp_path: Path, domains: tuple[str, ...]) -> dict:
+def _publish(server: _Server, tmp_path: Path, domains: tuple[str, ...]) -> dict[str, Any]:
     """Zip a generated DomainNet per domain, serve zips and split files, and return the
     download table pointing at them with their real SHA-256."""
     source = write_domainnet(tmp_path / "source", domains, ("bird", "zebra"))

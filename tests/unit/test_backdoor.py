@@ -129,7 +129,8 @@ def test_a_backdoor_run_scores_its_success_every_round(
     assert [line["attack_success_rate"] for line in lines] == rates
     summary = json.loads((out / "summary.json").read_text())
     assert summary["attack_success_rate"] == rates[-1]
-    assert summary["last_5_rounds"]["attack_success_rate"] == pytest.approx(sum(rates) / 2)
+    scored = [rate for rate in rates if rate is not None]
+    assert summary["last_5_rounds"]["attack_success_rate"] == pytest.approx(sum(scored) / 2)
     if board:
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Iterable
 
 import pytest
 import torch
@@ -151,7 +152,7 @@ def clip_state(name: str) -> dict[str, torch.Tensor]:
     }
 
 
-def clipped(names: list[str] | tuple[str, ...], clip_norm: float) -> dict[str, torch.Tensor]:
+def clipped(names: Iterable[str], clip_norm: float) -> dict[str, torch.Tensor]:
     rule = NormClip(RoundReference(START), clip_norm)
     for name in names:
         rule.add(clip_state(name), 1000 if name == "d" else 1)  # claimed samples buy nothing
@@ -195,7 +196,11 @@ def test_norm_clip_gets_the_round_start_through_the_algorithm_interface() -> Non
         RunConfig(aggregation="norm-clip", clip_norm=-1.0)
 
 
-def resnet_clients(count: int) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[float], list]:
+def resnet_clients(
+    count: int,
+) -> tuple[
+    dict[str, torch.Tensor], dict[str, torch.Tensor], list[float], list[dict[str, torch.Tensor]]
+]:
     """ResNet-10's global state g and ``count`` clients at g + t_i D for one random direction
     D over every floating entry (parameters and BatchNorm statistics), each client's
     counters different. Every rule maps such states to g + t D for one t: an entry written

@@ -130,13 +130,17 @@ def test_small_cnn_pools_as_adaptive_pooling_did() -> None:
     import torch.nn.functional as F
 
     from protofl.models import build_model
+    from protofl.models.base import feature_model
 
     model = build_model("cnn", 10).eval()
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        inner = model.stage3(F.max_pool2d(model.stage2(F.max_pool2d(model.stage1(x), 2)), 2))
+        stage = dict(model.named_children())
+        inner = stage["stage3"](
+            F.max_pool2d(stage["stage2"](F.max_pool2d(stage["stage1"](x), 2)), 2)
+        )
         expected = torch.flatten(F.adaptive_avg_pool2d(inner, 2), 1)
-        torch.testing.assert_close(model.features(x), expected)
+        torch.testing.assert_close(feature_model(model).features(x), expected)
 
 
 def test_flower_simulation_gives_clients_a_gpu_share_when_the_server_has_a_gpu() -> None:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -76,7 +77,7 @@ def test_placeholders_read_the_figures_of_results_json() -> None:
     )
 
 
-def row_curve(results: dict, method: str, seed: str, round_: int) -> float:
+def row_curve(results: dict[str, Any], method: str, seed: str, round_: int) -> float:
     return float(results["rows"][method]["curves"][seed][round_ - 1])
 
 

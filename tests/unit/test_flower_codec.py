@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -135,7 +136,7 @@ def _set_weight(key: str, values: np.ndarray) -> Mutation:
     return lambda c: c.array_records["weights"].__setitem__(key, Array(values))
 
 
-def _set_meta(key: str, value: object) -> Mutation:
+def _set_meta(key: str, value: Any) -> Mutation:  # Any: the tests store wrong types
     return lambda c: c.config_records["meta"].__setitem__(key, value)
 
 
@@ -143,7 +144,7 @@ def _set_proto(key: str, value: Array) -> Mutation:
     return lambda c: c.array_records["prototypes"].__setitem__(key, value)
 
 
-def _set_support(key: str, value: object) -> Mutation:
+def _set_support(key: str, value: Any) -> Mutation:
     return lambda c: c.config_records["prototype_support"].__setitem__(key, value)
 
 

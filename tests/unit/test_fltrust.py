@@ -42,7 +42,7 @@ def client_state(name: str) -> dict[str, torch.Tensor]:
     return {"w": torch.tensor(w), "bn.num_batches_tracked": torch.tensor(count)}
 
 
-def trusted(names: str | tuple[str, ...], root: dict | None = None) -> FLTrust:
+def trusted(names: str | tuple[str, ...], root: dict[str, torch.Tensor] | None = None) -> FLTrust:
     rule = FLTrust(RoundReference(START, ROOT if root is None else root))
     for name in names:
         rule.add(client_state(name), 1000 if name == "d" else 1)  # claimed samples buy nothing

@@ -12,6 +12,7 @@ from protofl.engine.client import copy_state
 from protofl.engine.precision import FP32, Precision, native_bf16, resolve_precision
 from protofl.errors import ConfigError
 from protofl.models import build_model
+from protofl.models.base import feature_model
 
 BF16 = Precision("bf16", "cpu")
 
@@ -34,8 +35,8 @@ def fpl_terms(precision: Precision, model: torch.nn.Module) -> dict[str, float]:
     prototype_labels = torch.arange(20) % 10
     unbiased, has = class_means_from(prototypes, prototype_labels)
     with torch.no_grad(), precision.autocast():
-        features = model.features(inputs)
-        logits = model.head(features)
+        features = feature_model(model).features(inputs)
+        logits = feature_model(model).head(features)
     features, logits = features.float(), logits.float()
     return {
         "ce": F.cross_entropy(logits, labels).item(),
@@ -97,4 +98,5 @@ def test_fp64_keeps_weights_and_prototypes_in_float64_end_to_end(algorithm: str)
     floats = [t for t in result.state.weights.values() if t.is_floating_point()]
     assert floats and all(t.dtype == torch.float64 for t in floats)
     if algorithm != "moon":
+        assert result.state.prototypes is not None
         assert result.state.prototypes.vectors.dtype == torch.float64

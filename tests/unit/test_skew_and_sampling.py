@@ -94,7 +94,7 @@ def test_skewed_sampled_run_resumes_exactly(tmp_path: Path) -> None:
         def round_finished(self, record: object) -> None: ...
 
     with pytest.raises(KeyboardInterrupt):
-        run(RunConfig(**base, out=str(tmp_path / "cut")), observer=Stop())  # type: ignore[arg-type]
+        run(RunConfig(**base, out=str(tmp_path / "cut")), observer=Stop())
     resumed = resume(tmp_path / "cut")
     for got, want in zip(resumed.history, whole.history, strict=True):
         assert got.clients.keys() == want.clients.keys()
