@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from test_algorithms import recorded_simulation
 from torch import nn
 
 from protofl.algorithms import AlgorithmContext, LocalStep, build_algorithm
@@ -22,6 +21,8 @@ from protofl.algorithms.moon import PREVIOUS
 from protofl.algorithms.prototypes import cluster_prototypes, global_prototypes
 from protofl.core.payloads import ClientUpdate, GlobalState, Prototypes, ServerMessage, StateDict
 from protofl.federation.aggregation import is_parameter_entry
+
+from recorded_runs import recorded_simulation
 
 
 class Small(nn.Module):

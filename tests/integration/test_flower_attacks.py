@@ -7,13 +7,20 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flower]")
 
-from test_flower_strategy import (
+from protofl import RunConfig
+from protofl.errors import ConfigError
+from protofl.flower.client import PARTITION_ID, client_app
+from protofl.flower.malicious import node_attack
+from protofl.flower.server import run_server
+
+from flower_harness import (
     BENCHMARK_TINY,
     InProcessGrid,
     assert_close,
@@ -25,14 +32,8 @@ from test_flower_strategy import (
     without_timing,
 )
 
-from protofl import RunConfig
-from protofl.errors import ConfigError
-from protofl.flower.client import PARTITION_ID, client_app
-from protofl.flower.malicious import node_attack
-from protofl.flower.server import run_server
-
 CONFIG = RunConfig(rounds=2, local_epochs=1, batch_size=16, lr=0.05, seed=3)
-NODE = {
+NODE: dict[str, dict[str, Any]] = {
     "sign-flip": {"attack": "sign-flip", "attack-strength": 2.0},
     "noise": {"attack": "noise", "attack-strength": 0.1},
     "label-flip": {"attack": "label-flip"},
@@ -86,7 +87,8 @@ def test_the_distance_screen_on_flower_leaves_out_the_simulators_liar() -> None:
 
     for got, want in zip(flower.history, simulated.history, strict=True):
         assert list(got.rejected) == list(want.rejected) == ["red-1"]
-        assert got.server_step == want.server_step and "red-1" not in got.server_step
+        assert got.server_step is not None and got.server_step == want.server_step
+        assert "red-1" not in got.server_step
     for key, value in simulated.state.weights.items():
         assert torch.equal(flower.strategy.state.weights[key], value), key
 
@@ -122,7 +124,7 @@ def test_the_documented_node_config_lines_parse_into_attacks() -> None:
 def test_a_real_supernode_lies_from_its_node_config(tmp_path: Path) -> None:
     """Separate SuperLink and SuperNode processes: node 1 is started with the attack in its
     node config, the run config has none; the results are the simulator's with that liar."""
-    from test_flower_e2e import TINY, Deployment, finish, free_port, read_metrics, write_tiny_app
+    from flower_processes import TINY, Deployment, finish, free_port, read_metrics, write_tiny_app
 
     out = tmp_path / "results"
     config = dataclasses.replace(TINY, out=str(out))

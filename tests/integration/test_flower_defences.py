@@ -14,15 +14,6 @@ import torch
 pytest.importorskip("flwr", reason="Flower is optional: pip install protofl[flower]")
 
 from flwr.app import Context, RecordDict
-from test_flower_strategy import (
-    BENCHMARK_TINY,
-    TINY,
-    InProcessGrid,
-    simulate,
-    task_identity,  # noqa: F401  (the Flower apps need it: an autouse fixture)
-    tiny_grid,
-    tiny_server,
-)
 
 from protofl import ClientArrays
 from protofl.builders import prepare
@@ -32,6 +23,15 @@ from protofl.flower.client import client_app
 from protofl.flower.server import benchmark_server, run_server, server_from_arrays
 from protofl.flower.settings import FlowerSettings, to_run_config
 
+from flower_harness import (
+    BENCHMARK_TINY,
+    TINY,
+    InProcessGrid,
+    simulate,
+    task_identity,  # noqa: F401  (the Flower apps need it: an autouse fixture)
+    tiny_grid,
+    tiny_server,
+)
 from tiny_data import TinyNet, tiny_clients
 
 

@@ -32,19 +32,21 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("flwr", reason="Flower is not installed (pip install protofl[flower])")
-httpx = pytest.importorskip("httpx")
+pytest.importorskip("httpx")
 
-from test_flower_e2e import (  # noqa: E402  (pytest puts this folder on sys.path)
-    FLOWER_ENV,
+import httpx
+
+import protofl
+from protofl import RunConfig
+from protofl.flower.gate import REFUSAL, FleetGate, fleet_paths
+from protofl.flower.project import OFFLINE_ENV as FLOWER_ENV
+
+from flower_processes import (
     Deployment,
     free_port,
     read_metrics,
     write_tiny_app,
 )
-
-import protofl  # noqa: E402
-from protofl import RunConfig  # noqa: E402
-from protofl.flower.gate import REFUSAL, FleetGate, fleet_paths  # noqa: E402
 
 BIN = Path(sys.executable).parent
 OUTSIDE = "127.0.0.2"  # the "network" address; the SuperLink itself listens on 127.0.0.1 only
@@ -66,7 +68,8 @@ def superlink_paths() -> set[str]:
     from fastapi.routing import iter_route_contexts
     from flwr.superlink.main import create_app
 
-    return {context.path for context in iter_route_contexts(create_app().routes)}
+    routes = iter_route_contexts(create_app().routes)
+    return {context.path for context in routes if context.path is not None}
 
 
 def control_and_runtime_paths() -> set[str]:
@@ -89,7 +92,7 @@ def drive_gate(requests: list[tuple[str, str]]) -> tuple[list[httpx.Response], l
     async def go() -> list[httpx.Response]:
         gate = FleetGate("http://superlink.invalid:9091")
         gate.client = httpx.AsyncClient(transport=httpx.MockTransport(superlink))
-        transport = httpx.ASGITransport(app=gate)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=gate)
         async with httpx.AsyncClient(transport=transport, base_url="http://gate") as outside:
             headers = {"x-flwr-signature": "c2ln", "content-type": "application/protobuf"}
             return [
@@ -136,7 +139,7 @@ def test_an_unreachable_superlink_is_a_503_which_supernodes_retry() -> None:
     async def go() -> httpx.Response:
         gate = FleetGate(f"http://127.0.0.1:{free_port()}")  # nothing listens there
         gate.client = httpx.AsyncClient()
-        transport = httpx.ASGITransport(app=gate)  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=gate)
         async with httpx.AsyncClient(transport=transport, base_url="http://gate") as outside:
             return await outside.post("/v1/fleet/send-node-heartbeat", content=b"")
 
@@ -524,8 +527,8 @@ def test_from_outside_only_the_fleet_api_answers(
     intruder = deployment.processes["intruder"].poll()
     assert intruder not in (None, 0), deployment.log("intruder")[-2000:]
     # The operator, on the SuperLink's host, runs the federation; node0 trains through the gate.
-    done = deployment.flwr(operator, "run", str(app), "--stream", timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    federation = deployment.flwr(operator, "run", str(app), "--stream", timeout=240)
+    assert federation.returncode == 0, federation.stdout[-3000:] + federation.stderr[-3000:]
     rounds = read_metrics(tmp_path / "results")
-    assert [r["round"] for r in rounds] == [1], done.stdout[-3000:]
+    assert [r["round"] for r in rounds] == [1], federation.stdout[-3000:]
     assert list(rounds[0]["clients"]) == ["handwritten-0"]  # type: ignore[call-overload]
