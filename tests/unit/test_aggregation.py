@@ -12,10 +12,9 @@ from protofl.federation.aggregation import sample_weights, weighted_average
 
 def bn_state(mean: float, var: float, batches: int, weight: float) -> dict[str, torch.Tensor]:
     layer = nn.BatchNorm1d(2)
-    buffers = dict(layer.named_buffers())
-    buffers["running_mean"].fill_(mean)
-    buffers["running_var"].fill_(var)
-    buffers["num_batches_tracked"].fill_(batches)
+    layer.get_buffer("running_mean").fill_(mean)
+    layer.get_buffer("running_var").fill_(var)
+    layer.get_buffer("num_batches_tracked").fill_(batches)
     layer.weight.data.fill_(weight)
     return {k: v.clone() for k, v in layer.state_dict().items()}
 
@@ -42,7 +41,7 @@ def test_integer_counters_stay_integers() -> None:
     assert counter.item() == 2  # 1.5 rounds to 2 (round half to even), still an integer
     layer = nn.BatchNorm1d(2)
     layer.load_state_dict(result)
-    assert dict(layer.named_buffers())["num_batches_tracked"].dtype == torch.int64
+    assert layer.get_buffer("num_batches_tracked").dtype == torch.int64
 
 
 def test_mismatched_states_are_refused() -> None:

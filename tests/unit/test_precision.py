@@ -35,8 +35,9 @@ def fpl_terms(precision: Precision, model: torch.nn.Module) -> dict[str, float]:
     prototype_labels = torch.arange(20) % 10
     unbiased, has = class_means_from(prototypes, prototype_labels)
     with torch.no_grad(), precision.autocast():
-        features = feature_model(model).features(inputs)
-        logits = feature_model(model).head(features)
+        net = feature_model(model)
+        features = net.features(inputs)
+        logits = net.head(features)
     features, logits = features.float(), logits.float()
     return {
         "ce": F.cross_entropy(logits, labels).item(),
